@@ -1,0 +1,325 @@
+"""Gradient-descent update rules from *Deep Learning from Scratch*, chapter 6, for flat NumPy buffers.
+
+Every optimizer updates ``params`` in place from ``grads`` with a few vectorized in-place ufuncs and scratch
+buffers allocated once, on the first update, so a network's flat float32 buffer is never upcast or copied.
+Each ``_step`` evaluates its formula in the order of the book's code, so float64 results match it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from numbers import Real
+from typing import Any, ClassVar
+
+import numpy as np
+
+__all__ = [
+    "OPTIMIZERS",
+    "SGD",
+    "AdaGrad",
+    "Adam",
+    "AdamW",
+    "Momentum",
+    "Nesterov",
+    "Optimizer",
+    "RMSprop",
+    "make_optimizer",
+]
+
+# A hyperparameter rule: the allowed range as the error message states it, and its test.
+_Rule = tuple[str, Callable[[float], bool]]
+_POSITIVE: _Rule = ("a finite number > 0", lambda x: 0.0 < x < math.inf)
+_NON_NEGATIVE: _Rule = ("a finite number >= 0", lambda x: 0.0 <= x < math.inf)
+_UNIT: _Rule = ("a number in [0, 1)", lambda x: 0.0 <= x < 1.0)
+
+
+def _checked(owner: str, key: str, value: object, rule: _Rule) -> float:
+    """Return ``value`` as a plain Python float, or raise a one-line ValueError naming owner, key and range.
+
+    A plain float (not np.float64) keeps float32 arithmetic in float32 under NumPy's promotion rules.
+    """
+    allowed, ok = rule
+    if isinstance(value, Real) and not isinstance(value, (bool, np.bool_)):
+        number = float(value)
+        if ok(number):
+            return number
+    raise ValueError(f"{owner}: {key} must be {allowed}, got {value!r}")
+
+
+class Optimizer:
+    """Shared plumbing: hyperparameter validation, lazy state allocation, argument checks, state dicts.
+
+    A subclass declares ``name``, its hyperparameter ``_rules``, the names of its persistent per-element
+    ``_slots`` and how many ``_scratch`` buffers it needs; ``_step(p, g, *slots, *scratch)`` then applies
+    the formula with in-place ufuncs. ``t`` counts completed updates.
+    """
+
+    name: ClassVar[str]
+    _rules: ClassVar[dict[str, _Rule]]
+    _slots: ClassVar[tuple[str, ...]] = ()
+    _scratch: ClassVar[int] = 1
+    _step: Callable[..., None]  # (p, g, *slots, *scratch) -> None, defined by each rule
+    lr: float
+
+    def __init__(self, **hyperparams: float) -> None:
+        for key, value in hyperparams.items():
+            setattr(self, key, _checked(type(self).__name__, key, value, self._rules[key]))
+        self.reset()
+
+    @property
+    def hyperparams(self) -> dict[str, float]:
+        """Hyperparameters as plain floats, in declaration order (for logging and state dicts)."""
+        return {key: getattr(self, key) for key in self._rules}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{key}={value!r}" for key, value in self.hyperparams.items())
+        return f"{type(self).__name__}({args})"
+
+    def reset(self) -> None:
+        """Forget all accumulated state, as if freshly constructed (hyperparameters are kept)."""
+        self.t = 0
+        self._state: dict[str, np.ndarray] = {}
+        self._buffers: tuple[np.ndarray, ...] = ()
+        self._layout: tuple[tuple[int, ...], np.dtype] | None = None
+
+    def update(self, params: np.ndarray, grads: np.ndarray) -> None:
+        """Apply one update to ``params`` in place; ``grads`` must have the same shape and dtype."""
+        owner = type(self).__name__
+        if not isinstance(params, np.ndarray) or not isinstance(grads, np.ndarray):
+            raise ValueError(
+                f"{owner}.update: params and grads must be numpy arrays, "
+                f"got {type(params).__name__} and {type(grads).__name__}"
+            )
+        if params.dtype.kind != "f":
+            raise ValueError(f"{owner}.update: params must have a floating dtype, got {params.dtype}")
+        if grads.shape != params.shape or grads.dtype != params.dtype:
+            raise ValueError(
+                f"{owner}.update: grads {grads.shape} {grads.dtype} do not match params {params.shape} {params.dtype}"
+            )
+        if self._layout is None:
+            self._layout = (params.shape, params.dtype)
+        elif self._layout != (params.shape, params.dtype):
+            raise ValueError(
+                f"{owner}.update: params changed from {self._layout[0]} {self._layout[1]} to "
+                f"{params.shape} {params.dtype} between updates; call reset() first"
+            )
+        if not self._buffers:  # first update, or first after load_state_dict
+            if not self._state:
+                self._state = {slot: np.zeros_like(params) for slot in self._slots}
+            self._buffers = tuple(np.empty_like(params) for _ in range(self._scratch))
+        self.t += 1
+        self._step(params, grads, *self._state.values(), *self._buffers)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume bit-identically, as plain types (``np.savez(path, **sd)`` works).
+
+        Keys: ``name``, ``t``, each hyperparameter, and each state array (copied; absent before the first
+        update).
+        """
+        return {
+            "name": self.name,
+            "t": self.t,
+            **self.hyperparams,
+            **{slot: array.copy() for slot, array in self._state.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a ``state_dict`` (or ``np.load`` of one saved as ``.npz``) exactly, replacing all state."""
+        owner = type(self).__name__
+        name = np.asarray(state["name"]).item() if "name" in state else None
+        if name != self.name:
+            raise ValueError(f"{owner}.load_state_dict: state is for optimizer {name!r}, not {self.name!r}")
+        t = np.asarray(state.get("t")).item()
+        if isinstance(t, bool) or not isinstance(t, int) or t < 0:
+            raise ValueError(f"{owner}.load_state_dict: t must be an int >= 0, got {t!r}")
+        with_arrays = t > 0 and bool(self._slots)
+        expected = {"name", "t", *self._rules, *(self._slots if with_arrays else ())}
+        if set(state) != expected:
+            raise ValueError(f"{owner}.load_state_dict: expected keys {sorted(expected)}, got {sorted(state)}")
+        hyperparams = {
+            key: _checked(owner, key, np.asarray(state[key]).item(), rule) for key, rule in self._rules.items()
+        }
+        arrays = {slot: np.array(state[slot], copy=True) for slot in self._slots if with_arrays}
+        layouts = {(a.shape, a.dtype) for a in arrays.values()}
+        if len(layouts) > 1 or any(dtype.kind != "f" for _, dtype in layouts):
+            raise ValueError(f"{owner}.load_state_dict: state arrays must share one shape and a float dtype")
+        self.reset()
+        for key, value in hyperparams.items():
+            setattr(self, key, value)
+        self.t = t
+        self._state = arrays
+        self._layout = layouts.pop() if layouts else None
+
+
+class SGD(Optimizer):
+    """Plain gradient descent: p -= lr * g."""
+
+    name = "sgd"
+    _rules: ClassVar[dict[str, _Rule]] = {"lr": _POSITIVE}
+
+    def __init__(self, lr: float = 0.01) -> None:
+        super().__init__(lr=lr)
+
+    def _step(self, p: np.ndarray, g: np.ndarray, buf: np.ndarray) -> None:
+        p -= np.multiply(g, self.lr, out=buf)
+
+
+class Momentum(Optimizer):
+    """Heavy ball: v = momentum * v - lr * g; p += v."""
+
+    name = "momentum"
+    momentum: float
+    _rules: ClassVar[dict[str, _Rule]] = {"lr": _POSITIVE, "momentum": _UNIT}
+    _slots = ("v",)
+
+    def __init__(self, lr: float = 0.01, *, momentum: float = 0.9) -> None:
+        super().__init__(lr=lr, momentum=momentum)
+
+    def _step(self, p: np.ndarray, g: np.ndarray, v: np.ndarray, buf: np.ndarray) -> None:
+        v *= self.momentum
+        v -= np.multiply(g, self.lr, out=buf)
+        p += v
+
+
+class Nesterov(Optimizer):
+    """Nesterov momentum in the book's form: p += mu^2 v - (1 + mu) lr g with the old v; then v = mu v - lr g.
+
+    Algebraically identical to torch.optim.SGD(nesterov=True) with v = -lr * momentum_buffer.
+    """
+
+    name = "nesterov"
+    momentum: float
+    _rules: ClassVar[dict[str, _Rule]] = {"lr": _POSITIVE, "momentum": _UNIT}
+    _slots = ("v",)
+
+    def __init__(self, lr: float = 0.01, *, momentum: float = 0.9) -> None:
+        super().__init__(lr=lr, momentum=momentum)
+
+    def _step(self, p: np.ndarray, g: np.ndarray, v: np.ndarray, buf: np.ndarray) -> None:
+        mu, lr = self.momentum, self.lr
+        p += np.multiply(v, mu * mu, out=buf)
+        p -= np.multiply(g, (1.0 + mu) * lr, out=buf)
+        v *= mu
+        v -= np.multiply(g, lr, out=buf)
+
+
+class AdaGrad(Optimizer):
+    """Per-element step shrinking with the summed squared gradient: h += g^2; p -= lr g / (sqrt(h) + eps)."""
+
+    name = "adagrad"
+    eps: float
+    _rules: ClassVar[dict[str, _Rule]] = {"lr": _POSITIVE, "eps": _POSITIVE}
+    _slots = ("h",)
+    _scratch = 2
+
+    def __init__(self, lr: float = 0.01, *, eps: float = 1e-7) -> None:
+        super().__init__(lr=lr, eps=eps)
+
+    def _step(self, p: np.ndarray, g: np.ndarray, h: np.ndarray, denom: np.ndarray, num: np.ndarray) -> None:
+        h += np.multiply(g, g, out=denom)
+        np.sqrt(h, out=denom)
+        denom += self.eps
+        p -= np.divide(np.multiply(g, self.lr, out=num), denom, out=num)
+
+
+class RMSprop(Optimizer):
+    """AdaGrad with a leaky average: h = rho h + (1 - rho) g^2; p -= lr g / (sqrt(h) + eps)."""
+
+    name = "rmsprop"
+    decay_rate: float
+    eps: float
+    _rules: ClassVar[dict[str, _Rule]] = {"lr": _POSITIVE, "decay_rate": _UNIT, "eps": _POSITIVE}
+    _slots = ("h",)
+    _scratch = 2
+
+    def __init__(self, lr: float = 0.01, *, decay_rate: float = 0.99, eps: float = 1e-7) -> None:
+        super().__init__(lr=lr, decay_rate=decay_rate, eps=eps)
+
+    def _step(self, p: np.ndarray, g: np.ndarray, h: np.ndarray, denom: np.ndarray, num: np.ndarray) -> None:
+        h *= self.decay_rate
+        h += np.multiply(np.multiply(g, 1.0 - self.decay_rate, out=denom), g, out=denom)
+        np.sqrt(h, out=denom)
+        denom += self.eps
+        p -= np.divide(np.multiply(g, self.lr, out=num), denom, out=num)
+
+
+class Adam(Optimizer):
+    """Adam with the bias correction folded into the step size (book form, eps added after the sqrt).
+
+    lr_t = lr sqrt(1 - beta2^t) / (1 - beta1^t); m += (1 - beta1)(g - m); v += (1 - beta2)(g^2 - v);
+    p -= lr_t m / (sqrt(v) + eps). lr_t is computed in Python floats, then applied in params' dtype.
+    """
+
+    name = "adam"
+    beta1: float
+    beta2: float
+    eps: float
+    _rules: ClassVar[dict[str, _Rule]] = {
+        "lr": _POSITIVE,
+        "beta1": _UNIT,
+        "beta2": _UNIT,
+        "eps": _POSITIVE,
+    }
+    _slots = ("m", "v")
+    _scratch = 2
+
+    def __init__(self, lr: float = 0.001, *, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7) -> None:
+        super().__init__(lr=lr, beta1=beta1, beta2=beta2, eps=eps)
+
+    def _step(
+        self, p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, denom: np.ndarray, num: np.ndarray
+    ) -> None:
+        b1, b2 = self.beta1, self.beta2
+        lr_t = self.lr * math.sqrt(1.0 - b2**self.t) / (1.0 - b1**self.t)
+        m += np.multiply(np.subtract(g, m, out=num), 1.0 - b1, out=num)
+        v += np.multiply(np.subtract(np.multiply(g, g, out=num), v, out=num), 1.0 - b2, out=num)
+        np.sqrt(v, out=denom)
+        denom += self.eps
+        p -= np.divide(np.multiply(m, lr_t, out=num), denom, out=num)
+
+
+class AdamW(Adam):
+    """Adam plus decoupled weight decay applied first, torch's convention: p *= 1 - lr * weight_decay."""
+
+    name = "adamw"
+    weight_decay: float
+    _rules: ClassVar[dict[str, _Rule]] = {**Adam._rules, "weight_decay": _NON_NEGATIVE}
+
+    def __init__(
+        self,
+        lr: float = 0.001,
+        *,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-7,
+        weight_decay: float = 0.01,
+    ) -> None:
+        Optimizer.__init__(self, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
+
+    def _step(
+        self, p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, denom: np.ndarray, num: np.ndarray
+    ) -> None:
+        if self.weight_decay:
+            p *= 1.0 - self.lr * self.weight_decay
+        super()._step(p, g, m, v, denom, num)
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    cls.name: cls for cls in (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam, AdamW)
+}
+
+
+def make_optimizer(name: str, **hyperparams: float) -> Optimizer:
+    """Build an optimizer from a config name (case-insensitive) and keyword hyperparameters."""
+    key = name.lower() if isinstance(name, str) else None
+    if key not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
+    cls = OPTIMIZERS[key]
+    unknown = [k for k in hyperparams if k not in cls._rules]
+    if unknown:
+        raise ValueError(
+            f"{cls.__name__}: unknown hyperparameter(s) {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(cls._rules)}"
+        )
+    return cls(**hyperparams)
