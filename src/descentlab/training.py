@@ -1,0 +1,164 @@
+"""The training loop as a library function: no Hydra, no MLflow, just numbers and a callback.
+
+Step numbering: a metric at step s describes the parameters after s updates. `train/loss` at
+step s is the minibatch loss computed in the forward pass of update s+1 (the loss the gradient
+belongs to), so recording it costs no extra forward pass. The book instead records the loss
+after each update with a second pass; the two curves differ by one step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+SAMPLING = ("replacement", "epoch")
+
+Callback = Callable[[int, Mapping[str, float]], object]
+
+
+class Model(Protocol):
+    params: np.ndarray
+    grads: np.ndarray
+
+    def loss_and_grad(self, x: np.ndarray, t: np.ndarray) -> float: ...
+
+    def evaluate(self, x: np.ndarray, t: np.ndarray) -> tuple[float, float]: ...
+
+
+class Optimizer(Protocol):
+    def update(self, params: np.ndarray, grads: np.ndarray) -> None: ...
+
+
+class Data(Protocol):
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+@dataclass
+class History:
+    """What one `fit` produced: every minibatch loss and every evaluation."""
+
+    losses: np.ndarray
+    evals: list[dict[str, float]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    def summary(self, window: int = 100) -> dict[str, float]:
+        """Summary metrics: mean loss of the last `window` steps, final and best test accuracy."""
+        out: dict[str, float] = {}
+        if len(self.losses):
+            out["final/train_loss"] = float(np.mean(self.losses[-window:]))
+        if self.evals:
+            out["final/test_acc"] = self.evals[-1]["test/acc"]
+            out["best/test_acc"] = max(e["test/acc"] for e in self.evals)
+        return out
+
+
+class DivergedError(RuntimeError):
+    """The loss became NaN or infinite: training stops and the run should end as failed."""
+
+    def __init__(self, step: int, loss: float, history: History) -> None:
+        super().__init__(f"loss diverged to {loss} at step {step}")
+        self.step = step
+        self.loss = loss
+        self.history = history
+
+
+def minibatches(n: int, batch_size: int, rng: np.random.Generator, sampling: str) -> Iterator[np.ndarray]:
+    """Endless minibatch indices into a set of `n` examples.
+
+    "replacement" draws each batch independently and uniformly, as the book does
+    (`np.random.choice(n, batch_size)`); "epoch" walks a fresh permutation per epoch and drops the
+    incomplete last batch (or uses the whole set when it is smaller than one batch).
+    """
+    if sampling == "replacement":
+        while True:
+            yield rng.integers(0, n, size=batch_size)
+    elif sampling == "epoch":
+        size = min(batch_size, n)
+        while True:
+            order = rng.permutation(n)
+            for start in range(0, n - size + 1, size):
+                yield order[start : start + size]
+    else:
+        raise ValueError(f"sampling must be one of {list(SAMPLING)}, got {sampling!r}")
+
+
+def evaluate(model: Model, data: Data, train_subset: int | None) -> dict[str, float]:
+    """Accuracy on a fixed prefix of the training set and loss/accuracy on the test set."""
+    n = len(data.y_train) if train_subset is None else min(train_subset, len(data.y_train))
+    _, train_acc = model.evaluate(data.x_train[:n], data.y_train[:n])
+    test_loss, test_acc = model.evaluate(data.x_test, data.y_test)
+    return {"train/acc": train_acc, "test/loss": test_loss, "test/acc": test_acc}
+
+
+def fit(
+    model: Model,
+    optimizer: Optimizer,
+    data: Data,
+    *,
+    iterations: int,
+    batch_size: int = 128,
+    eval_every: int | None = 100,
+    rng: np.random.Generator,
+    sampling: str = "replacement",
+    callback: Callback | None = None,
+    eval_train_subset: int | None = 10_000,
+) -> History:
+    """Train `model` with `optimizer` for `iterations` minibatch updates.
+
+    `callback(step, metrics)` receives {"train/loss": ...} at every step and
+    {"train/acc", "test/loss", "test/acc", "time/elapsed_s"} at step 0, every `eval_every`
+    steps and after the last update (`eval_every=None`: only at the start and the end).
+    A NaN or infinite loss raises `DivergedError` before the bad update is applied.
+    """
+    _check_int("iterations", iterations, 1)
+    _check_int("batch_size", batch_size, 1)
+    if eval_every is not None:
+        _check_int("eval_every", eval_every, 1)
+    if sampling not in SAMPLING:
+        raise ValueError(f"sampling must be one of {list(SAMPLING)}, got {sampling!r}")
+    x, y = data.x_train, data.y_train
+    if len(y) == 0:
+        raise ValueError("the training set is empty")
+
+    history = History(losses=np.empty(iterations, dtype=np.float64))
+    start = time.perf_counter()
+    batches = minibatches(len(y), batch_size, rng, sampling)
+
+    def run_eval(step: int) -> None:
+        metrics = evaluate(model, data, eval_train_subset)
+        metrics["time/elapsed_s"] = time.perf_counter() - start
+        history.evals.append({"step": float(step), **metrics})
+        if callback is not None:
+            callback(step, metrics)
+
+    # Overflow on the way to a NaN loss is reported once, as DivergedError, not as NumPy warnings.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for step in range(iterations):
+            if step == 0 or (eval_every is not None and step % eval_every == 0):
+                run_eval(step)
+            idx = next(batches)
+            loss = model.loss_and_grad(x[idx], y[idx])
+            if not math.isfinite(loss):
+                history.losses = history.losses[:step]
+                history.elapsed_s = time.perf_counter() - start
+                raise DivergedError(step, loss, history)
+            history.losses[step] = loss
+            if callback is not None:
+                callback(step, {"train/loss": loss})
+            optimizer.update(model.params, model.grads)
+        run_eval(iterations)
+    history.elapsed_s = time.perf_counter() - start
+    return history
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
