@@ -1,0 +1,76 @@
+"""MLflow tracking for descentlab: store set-up, runs with batched logging, sweep parents, environment tags.
+
+The only package (with analysis/) that imports mlflow. Names are loaded lazily: `import mlflow`
+takes ~2 s, so `import descentlab.tracking` (and the mlflow-free `store` URI helpers and `tags`)
+stay cheap until a run or a client is actually needed. `callbacks` (Hydra) is not re-exported.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "ALLOWED_SCHEMES": "store",
+    "TrackingUnavailableError": "store",
+    "artifact_root_for": "store",
+    "get_or_create_experiment": "store",
+    "open_store": "store",
+    "redact": "store",
+    "resolve_tracking_uri": "store",
+    "HISTORY_CSV": "run",
+    "RunTracker": "run",
+    "find_finished_run": "run",
+    "param_str": "run",
+    "finish_parent": "sweep",
+    "get_or_create_parent": "sweep",
+    "read_sweep_state": "sweep",
+    "environment_tags": "tags",
+    "git_state": "tags",
+}
+
+__all__ = [
+    "ALLOWED_SCHEMES",
+    "HISTORY_CSV",
+    "RunTracker",
+    "TrackingUnavailableError",
+    "artifact_root_for",
+    "environment_tags",
+    "find_finished_run",
+    "finish_parent",
+    "get_or_create_experiment",
+    "get_or_create_parent",
+    "git_state",
+    "open_store",
+    "param_str",
+    "read_sweep_state",
+    "redact",
+    "resolve_tracking_uri",
+]
+
+if TYPE_CHECKING:
+    from .run import HISTORY_CSV, RunTracker, find_finished_run, param_str
+    from .store import (
+        ALLOWED_SCHEMES,
+        TrackingUnavailableError,
+        artifact_root_for,
+        get_or_create_experiment,
+        open_store,
+        redact,
+        resolve_tracking_uri,
+    )
+    from .sweep import finish_parent, get_or_create_parent, read_sweep_state
+    from .tags import environment_tags, git_state
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

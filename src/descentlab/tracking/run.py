@@ -1,0 +1,342 @@
+"""One MLflow run: creation, buffered metric logging, a metric-history CSV, and a reliable ending.
+
+Metrics are buffered and sent with `log_batch` because one `log_metric` call per step costs 7-18 s
+for 2,000 steps on SQLite, against 0.2-0.4 s batched (field notes). Every point is also kept in
+memory so the whole history can be written as one CSV artifact: reading it back through
+`get_metric_history` costs ~10 ms per run and key.
+
+Even batched, MLflow's SQLAlchemy store spends ~85 us of CPU per point (ORM objects, latest-metric
+upkeep): ~0.2 s for a 2,000-step run, 6-11% of a 3 s Figure 6-9 run. `store_every=k` sends only the
+points of steps divisible by k (plus each key's last point) to the store; the CSV keeps them all
+(k=10: ~0.05 s, ~2%).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import gc
+import getpass
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "HISTORY_CSV",
+    "MAX_METRICS_PER_BATCH",
+    "MAX_PARAMS_PER_BATCH",
+    "RunTracker",
+    "find_finished_run",
+    "param_str",
+]
+
+_log = logging.getLogger(__name__)
+
+MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limits
+MAX_PARAMS_PER_BATCH = 100
+MAX_TAGS_PER_BATCH = 100
+MAX_PARAM_LENGTH = 6000  # MLflow rejects longer param values
+MAX_ERROR_LENGTH = 4000  # tag values may hold 8,000 characters; keep the error tag readable
+HISTORY_CSV = "metric_history.csv"
+TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+
+def _plain(value: object) -> object:
+    """NumPy scalars to Python, containers recursively, so lists print as "[100, 100]" not "[np.int64(100), ...]"."""
+    if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        item = value.item()  # type: ignore[attr-defined]
+        return float(str(value)) if isinstance(item, float) else item  # float32(0.1) -> 0.1, not 0.10000000149...
+    if isinstance(value, Mapping):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [_plain(v) for v in value]
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):  # arrays
+        return value.tolist()  # type: ignore[attr-defined]
+    return value
+
+
+def param_str(value: object) -> str:
+    """The string MLflow stores for a param value: str() of its plain-Python form."""
+    text = value if isinstance(value, str) else str(_plain(value))
+    if len(text) > MAX_PARAM_LENGTH:
+        _log.warning("param value of %d characters truncated to %d", len(text), MAX_PARAM_LENGTH)
+        text = text[: MAX_PARAM_LENGTH - 3] + "..."
+    return text
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _default_tags() -> dict[str, str]:
+    """What MLflow's fluent API would add and the UI shows: user and source."""
+    tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": os.path.basename(sys.argv[0] or "python")}
+    with contextlib.suppress(Exception):  # no passwd entry in some containers
+        tags["mlflow.user"] = getpass.getuser()
+    return tags
+
+
+class RunTracker:
+    """Context manager around one run; the run's status always ends terminal, the exception still propagates.
+
+    `flush_every`: pending points that trigger a `log_batch` (also sent at finish).
+    `store_every`: send to the store only points whose step is a multiple of it (each key's last
+    point is sent too, so the run's latest values are right); the history CSV keeps every point.
+    """
+
+    def __init__(
+        self,
+        client: MlflowClient,
+        experiment_id: str,
+        run_name: str,
+        tags: Mapping[str, str] | None = None,
+        parent_run_id: str | None = None,
+        flush_every: int = 1000,
+        store_every: int = 1,
+    ) -> None:
+        if flush_every < 1:
+            raise ValueError(f"flush_every must be >= 1, got {flush_every}")
+        if store_every < 1:
+            raise ValueError(f"store_every must be >= 1, got {store_every}")
+        self.client = client
+        self.experiment_id = str(experiment_id)
+        self.run_name = run_name
+        self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        self.parent_run_id = parent_run_id
+        self.flush_every = int(flush_every)
+        self.store_every = int(store_every)
+        self.run_id: str | None = None
+        self.artifact_uri: str | None = None
+        self.status: str | None = None  # terminal status once finished
+        # Every point as (step, key, value, timestamp_ms), for the history CSV ...
+        self._points: list[tuple[int, str, float, int]] = []
+        # ... and those still to be sent to the store (removed only once log_batch succeeded).
+        self._pending: list[tuple[int, str, float, int]] = []
+        self._finished = False
+        self._closing = False  # finish() started: last points queued
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> RunTracker:
+        """Create the run (RUNNING). `with RunTracker(...)` calls this."""
+        if self.run_id is not None:
+            raise RuntimeError(f"run {self.run_id} already started")
+        tags = {**_default_tags(), **self.tags}
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=tags)
+        self.run_id = run.info.run_id
+        self.artifact_uri = run.info.artifact_uri
+        return self
+
+    def __enter__(self) -> RunTracker:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._finished or self.run_id is None:
+            return
+        if exc_type is None:
+            self.finish()  # errors here (e.g. the final flush) must surface
+            return
+        if issubclass(exc_type, KeyboardInterrupt):
+            status, error = "KILLED", None
+        else:
+            status, error = "FAILED", f"{exc_type.__name__}: {exc}" if str(exc) else exc_type.__name__
+        try:
+            self.finish(status, error)
+        except Exception:  # never mask the run's own exception
+            _log.warning("could not close run %s cleanly", self.run_id, exc_info=True)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def finish(self, status: str = "FINISHED", error: str | None = None) -> None:
+        """Flush metrics, tag `error`, set the terminal status. Idempotent.
+
+        If the flush fails the run is still terminated (FAILED, or KILLED on Ctrl-C) and the flush
+        error is raised afterwards.
+        """
+        if self._finished:
+            return
+        self._require_started()
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"status must be one of {TERMINAL_STATUSES}, got {status!r}")
+        problems: list[BaseException] = []
+        if not self._closing:
+            self._closing = True
+            self._queue_last_points()
+        try:
+            self.flush()
+        except BaseException as exc:
+            problems.append(exc)
+            if isinstance(exc, KeyboardInterrupt):
+                status = "KILLED"
+            elif status == "FINISHED":
+                status = "FAILED"
+                error = error or f"metric flush failed: {type(exc).__name__}: {exc}"
+        if error:
+            text = error if len(error) <= MAX_ERROR_LENGTH else error[: MAX_ERROR_LENGTH - 3] + "..."
+            try:
+                self.client.set_tag(self.run_id, "error", text)
+            except Exception as exc:
+                problems.append(exc)
+        try:
+            self.client.set_terminated(self.run_id, status)
+        except Exception as exc:
+            problems.append(exc)
+        else:
+            self._finished = True
+            self.status = status
+        if problems:
+            raise problems[0]
+
+    def _require_started(self) -> str:
+        if self.run_id is None:
+            raise RuntimeError("run not started: use `with RunTracker(...)` or call start()")
+        return self.run_id
+
+    def _require_open(self) -> str:
+        run_id = self._require_started()
+        if self._finished:
+            raise RuntimeError(f"run {run_id} is already finished ({self.status})")
+        return run_id
+
+    # -- params and tags ---------------------------------------------------------------------------
+    def log_params(self, params: Mapping[str, object]) -> None:
+        """All params at once (one call per 100 keys: 69 ms vs 613 ms for 30 one-by-one)."""
+        run_id = self._require_open()
+        entities = [Param(str(k), param_str(v)) for k, v in params.items()]
+        for chunk in _chunks(entities, MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=chunk, synchronous=True)
+
+    def set_tag(self, key: str, value: object) -> None:
+        self.client.set_tag(self._require_started(), key, str(value))
+
+    def set_tags(self, tags: Mapping[str, object]) -> None:
+        run_id = self._require_started()
+        entities = [RunTag(str(k), str(v)) for k, v in tags.items()]
+        for chunk in _chunks(entities, MAX_TAGS_PER_BATCH):
+            self.client.log_batch(run_id, tags=chunk, synchronous=True)
+
+    # -- metrics -----------------------------------------------------------------------------------
+    def log_metric(self, key: str, value: float, step: int) -> None:
+        """Buffer one point; sent when `flush_every` points are pending and at finish."""
+        self._require_open()
+        point = (int(step), key, float(value), int(time.time() * 1000))
+        self._points.append(point)
+        if point[0] % self.store_every == 0:
+            self._pending.append(point)
+            if len(self._pending) >= self.flush_every:
+                self.flush()
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Buffer several points of one step (`training.fit`'s callback has the arguments swapped)."""
+        self._require_open()
+        step, now = int(step), int(time.time() * 1000)
+        points = [(step, key, float(value), now) for key, value in metrics.items()]
+        self._points.extend(points)
+        if step % self.store_every == 0:
+            self._pending.extend(points)
+            if len(self._pending) >= self.flush_every:
+                self.flush()
+
+    def flush(self) -> None:
+        """Send pending points with log_batch, ≤1,000 per call; a chunk that fails stays pending.
+
+        The cyclic GC is paused meanwhile: the thousands of short-lived ORM objects MLflow creates
+        per batch otherwise trigger collections that cost ~10% (~50% on a process's first batch).
+        """
+        run_id = self._require_started()
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            while self._pending:
+                chunk = self._pending[:MAX_METRICS_PER_BATCH]
+                metrics = [Metric(key, value, ts, step) for step, key, value, ts in chunk]
+                self.client.log_batch(run_id, metrics=metrics, synchronous=True)
+                del self._pending[: len(chunk)]
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    def _queue_last_points(self) -> None:
+        """With store_every > 1, make sure each key's last point reaches the store (its latest value)."""
+        if self.store_every == 1:
+            return
+        last: dict[str, tuple[int, str, float, int]] = {}
+        for point in self._points:
+            last[point[1]] = point
+        self._pending.extend(p for p in last.values() if p[0] % self.store_every != 0)
+
+    @property
+    def n_pending(self) -> int:
+        """Points logged for the store but not yet sent."""
+        return len(self._pending)
+
+    def history(self) -> list[tuple[int, str, float]]:
+        """Every logged point as (step, metric, value), in logging order."""
+        return [(step, key, value) for step, key, value, _ in self._points]
+
+    def history_frame(self) -> pd.DataFrame:
+        """The metric history as a DataFrame with columns step, metric, value."""
+        import pandas as pd
+
+        return pd.DataFrame(self.history(), columns=["step", "metric", "value"])
+
+    def write_history_csv(self, path: str | os.PathLike[str]) -> Path:
+        """Write the full history as CSV (step,metric,value; values round-trip exactly)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["step", "metric", "value"])
+            writer.writerows((step, key, repr(value)) for step, key, value, _ in self._points)
+        return path
+
+    def log_history(self, artifact_path: str | None = None, filename: str = HISTORY_CSV) -> None:
+        """Write the history CSV and store it as an artifact (what analysis reads)."""
+        run_id = self._require_started()
+        with tempfile.TemporaryDirectory(prefix="descentlab-history-") as tmp:
+            self.client.log_artifact(run_id, str(self.write_history_csv(Path(tmp) / filename)), artifact_path)
+
+    # -- artifacts ---------------------------------------------------------------------------------
+    def log_artifact(self, local_path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self._require_started(), os.fspath(local_path), artifact_path)
+
+    def log_artifacts(self, local_dir: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self._require_started(), os.fspath(local_dir), artifact_path)
+
+    def log_dict(self, dictionary: dict[str, Any], artifact_file: str) -> None:
+        """JSON or YAML by the file's extension."""
+        self.client.log_dict(self._require_started(), dictionary, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self._require_started(), text, artifact_file)
+
+
+def find_finished_run(client: MlflowClient, experiment_id: str, config_hash: str) -> str | None:
+    """The newest FINISHED run in the experiment tagged `config_hash`, or None (for skipping done work)."""
+    if not config_hash or "'" in config_hash or "\\" in config_hash:
+        raise ValueError(f"config_hash must be a non-empty string without quotes or backslashes, got {config_hash!r}")
+    runs = client.search_runs(
+        [str(experiment_id)],
+        filter_string=f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'",
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )
+    return runs[0].info.run_id if runs else None

@@ -1,0 +1,162 @@
+"""tracking.store: URI resolution, store set-up (schema, WAL), experiments (artifact location, races)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # offline: telemetry once broke a request
+
+from descentlab.tracking.store import (
+    TrackingUnavailableError,
+    artifact_root_for,
+    get_or_create_experiment,
+    open_store,
+    resolve_tracking_uri,
+)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory):
+    """(uri, client) of a store created once for the module (schema creation costs ~0.3 s)."""
+    uri = resolve_tracking_uri(None, tmp_path_factory.mktemp("store") / "mlruns")
+    return uri, open_store(uri)
+
+
+# -- resolve_tracking_uri ------------------------------------------------------------------------
+def test_explicit_uri_wins_over_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env-host:5000")
+    assert resolve_tracking_uri("http://explicit:5000", tmp_path) == "http://explicit:5000"
+
+
+def test_env_wins_over_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://tracking.example.org")
+    assert resolve_tracking_uri(None, tmp_path) == "https://tracking.example.org"
+
+
+def test_default_is_absolute_sqlite_in_store_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert resolve_tracking_uri(None, "mlruns") == f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    assert resolve_tracking_uri("", tmp_path / "x") == f"sqlite:///{tmp_path}/x/mlflow.db"  # empty = not given
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    assert resolve_tracking_uri(None, tmp_path) == f"sqlite:///{tmp_path}/mlflow.db"
+
+
+def test_relative_sqlite_path_becomes_absolute(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert resolve_tracking_uri("sqlite:///rel/m.db", "ignored") == f"sqlite:///{tmp_path}/rel/m.db"
+    assert resolve_tracking_uri("sqlite:///m.db?timeout=30", "x") == f"sqlite:///{tmp_path}/m.db?timeout=30"
+    assert resolve_tracking_uri("sqlite:////abs/m.db", "x") == "sqlite:////abs/m.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///env.db")
+    assert resolve_tracking_uri(None, "x") == f"sqlite:///{tmp_path}/env.db"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["postgresql://u:p@db/mlflow", "postgresql+psycopg2://db/mlflow", "mysql+pymysql://db/m", "file:///tmp/mlruns",
+     "databricks", "databricks://profile", "http://127.0.0.1:5000"],
+)
+def test_supported_uris_pass_unchanged(uri: str, tmp_path: Path) -> None:
+    assert resolve_tracking_uri(uri, tmp_path) == uri
+
+
+@pytest.mark.parametrize(
+    "uri", ["sqlte:///m.db", "mlruns", "/abs/mlruns", "sqlite://m.db", "sqlite:///", "http://", "s3://bucket/x",
+            " sqlite:///m.db"],
+)
+def test_malformed_uri_is_rejected_in_one_line(uri: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="allowed schemes: sqlite") as info:
+        resolve_tracking_uri(uri, tmp_path)
+    message = str(info.value)
+    assert repr(uri) in message and "\n" not in message
+
+
+def test_artifact_root_for() -> None:
+    assert artifact_root_for("sqlite:////data/mlruns/mlflow.db") == "file:///data/mlruns/artifacts"
+    assert artifact_root_for("sqlite:////data/mlruns/mlflow.db?timeout=5") == "file:///data/mlruns/artifacts"
+    assert artifact_root_for("http://127.0.0.1:5000") is None
+    assert artifact_root_for("postgresql://db/mlflow") is None
+
+
+# -- open_store ------------------------------------------------------------------------------------
+def test_open_store_creates_db_schema_and_wal(prepared) -> None:
+    uri, _ = prepared  # made by open_store in a folder that did not exist
+    db = Path(uri.removeprefix("sqlite:///"))
+    assert db.name == "mlflow.db" and db.parent.name == "mlruns"
+    con = sqlite3.connect(db)
+    try:
+        tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"experiments", "runs", "metrics", "latest_metrics", "params", "tags"} <= tables
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        con.close()
+    assert open_store(uri).search_experiments()  # opening a ready store again is fine
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_open_store_unreachable_server_fails_fast() -> None:
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    start = time.monotonic()
+    with pytest.raises(TrackingUnavailableError, match=uri) as info:
+        open_store(uri)
+    assert time.monotonic() - start < 6
+    assert "\n" not in str(info.value) and isinstance(info.value, RuntimeError)
+
+
+def test_open_store_unreachable_database_fails_fast_without_the_password() -> None:
+    port = _closed_port()
+    start = time.monotonic()
+    with pytest.raises(TrackingUnavailableError, match=f"postgresql://me:\\*\\*\\*@127.0.0.1:{port}/db") as info:
+        open_store(f"postgresql://me:secret@127.0.0.1:{port}/db")
+    assert time.monotonic() - start < 6 and "secret" not in str(info.value)
+    with pytest.raises(ValueError, match="sqlite") as bad:
+        resolve_tracking_uri("postgres://me:secret@db/x", ".")
+    assert "secret" not in str(bad.value)
+
+
+# -- experiments -------------------------------------------------------------------------------------
+def test_get_or_create_experiment_is_stable_and_under_the_store(prepared) -> None:
+    uri, client = prepared
+    root = artifact_root_for(uri)
+    first = get_or_create_experiment(client, "optimizers/fig 6-9", root)
+    assert get_or_create_experiment(client, "optimizers/fig 6-9", root) == first
+    location = client.get_experiment(first).artifact_location
+    assert location == f"{root}/optimizers_fig_6-9"
+    assert root == Path(uri.removeprefix("sqlite:///")).parent.joinpath("artifacts").as_uri()
+
+
+def test_creation_race_falls_back_to_lookup(prepared) -> None:
+    """Another process creates the experiment between our lookup and our create."""
+    uri, client = prepared
+    existing = client.create_experiment("raced", artifact_location=f"{artifact_root_for(uri)}/raced")
+
+    class LateClient:
+        calls = 0
+
+        def get_experiment_by_name(self, name):
+            LateClient.calls += 1
+            return None if LateClient.calls == 1 else client.get_experiment_by_name(name)
+
+        def __getattr__(self, attr):
+            return getattr(client, attr)
+
+    assert get_or_create_experiment(LateClient(), "raced", artifact_root_for(uri)) == existing
+
+
+def test_deleted_experiment_is_restored(prepared) -> None:
+    uri, client = prepared
+    exp_id = get_or_create_experiment(client, "to-delete", artifact_root_for(uri))
+    client.delete_experiment(exp_id)
+    assert get_or_create_experiment(client, "to-delete", artifact_root_for(uri)) == exp_id
+    assert client.get_experiment(exp_id).lifecycle_stage == "active"

@@ -1,0 +1,136 @@
+"""tracking.sweep: one parent run per sweep directory, shared across processes, closed with a summary."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # offline: telemetry once broke a request
+
+from descentlab.tracking.run import RunTracker
+from descentlab.tracking.store import artifact_root_for, get_or_create_experiment, open_store, resolve_tracking_uri
+from descentlab.tracking.sweep import STATE_FILE, finish_parent, get_or_create_parent, read_sweep_state
+
+
+@pytest.fixture(scope="module")
+def mlstore(tmp_path_factory: pytest.TempPathFactory):
+    """(uri, client) of one store for the module."""
+    uri = resolve_tracking_uri(None, tmp_path_factory.mktemp("store"))
+    return uri, open_store(uri)
+
+
+@pytest.fixture
+def experiment(mlstore, request: pytest.FixtureRequest) -> str:
+    uri, client = mlstore
+    return get_or_create_experiment(client, request.node.name, artifact_root_for(uri))
+
+
+def _runs(client, experiment_id: str) -> list:
+    return list(client.search_runs([experiment_id], max_results=1000))
+
+
+def _child(client, experiment_id: str, parent: str, status: str, config_hash: str | None = None) -> str:
+    tags = {"config_hash": config_hash} if config_hash else {}
+    run = RunTracker(client, experiment_id, f"child-{status}", tags=tags, parent_run_id=parent).start()
+    run.log_metric("train/loss", 0.1, 0)
+    run.finish(status)
+    return run.run_id
+
+
+def _experiment_and_parent_in_child(uri: str, sweep_dir: str, barrier, results) -> None:
+    """One sweep job's start: look up (or race to create) the experiment, then the sweep's parent."""
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    barrier.wait(timeout=60)
+    experiment_id = get_or_create_experiment(client, "concurrent", artifact_root_for(uri))
+    barrier.wait(timeout=60)
+    parent = get_or_create_parent(client, experiment_id, sweep_dir, "sweep", {"sweep.kind": "test"})
+    results.put((experiment_id, parent))
+
+
+def test_two_processes_share_one_experiment_and_one_parent(mlstore, tmp_path: Path) -> None:
+    """Two spawned processes race (barrier-synchronised) on a prepared store: one experiment, one parent."""
+    uri, client = mlstore
+    sweep_dir = tmp_path / "multirun" / "2026-01-01" / "12-00-00"  # does not exist yet
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_experiment_and_parent_in_child, args=(uri, str(sweep_dir), barrier, results))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    got = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert got[0] == got[1]
+    experiment, parent = got[0]
+    assert [e.experiment_id for e in client.search_experiments() if e.name == "concurrent"] == [experiment]
+    assert client.get_experiment(experiment).artifact_location == f"{artifact_root_for(uri)}/concurrent"
+    runs = _runs(client, experiment)
+    assert [r.info.run_id for r in runs] == [parent]
+    assert runs[0].info.status == "RUNNING" and runs[0].data.tags["sweep.kind"] == "test"
+    assert runs[0].data.tags["mlflow.runName"] == "sweep"
+    state = json.loads((sweep_dir / STATE_FILE).read_text())
+    assert state == {"parent_run_id": parent, "experiment_id": experiment, "tracking_uri": uri}
+    assert get_or_create_parent(client, experiment, sweep_dir, "sweep", {}) == parent  # and in this process
+
+
+def test_finish_parent_summarises_children(mlstore, experiment: str, tmp_path: Path) -> None:
+    _, client = mlstore
+    parent = get_or_create_parent(client, experiment, tmp_path, "sweep", {})
+    for status in ("FINISHED", "FINISHED", "FAILED"):
+        _child(client, experiment, parent, status)
+    summary = finish_parent(client, tmp_path)
+    expected = {"parent_run_id": parent, "finished": 2, "failed": 1, "killed": 0, "running": 0, "status": "FAILED"}
+    assert summary == expected
+    got = client.get_run(parent)
+    assert got.info.status == "FAILED"
+    assert got.data.metrics["sweep.n_finished"] == 2 and got.data.metrics["sweep.n_failed"] == 1
+    assert got.data.metrics["sweep.n_killed"] == 0 and got.data.tags["sweep.n_failed"] == "1"
+    assert finish_parent(client, tmp_path) == expected  # idempotent
+    assert len(client.get_metric_history(parent, "sweep.n_finished")) == 1
+
+
+def test_all_children_finished_finishes_the_parent(mlstore, experiment: str, tmp_path: Path) -> None:
+    _, client = mlstore
+    parent = get_or_create_parent(client, experiment, tmp_path, "sweep", {})
+    _child(client, experiment, parent, "FINISHED")
+    _child(client, experiment, parent, "FINISHED")
+    assert finish_parent(client, tmp_path)["status"] == "FINISHED"
+    assert client.get_run(parent).info.status == "FINISHED"
+
+
+def test_no_state_file_means_no_parent(mlstore, experiment: str, tmp_path: Path) -> None:
+    _, client = mlstore
+    assert finish_parent(client, tmp_path) is None
+    assert read_sweep_state(tmp_path) is None
+    assert _runs(client, experiment) == []
+
+
+def test_rerun_reopens_the_parent_and_counts_retries_once(mlstore, experiment: str, tmp_path: Path) -> None:
+    _, client = mlstore
+    parent = get_or_create_parent(client, experiment, tmp_path, "sweep", {})
+    _child(client, experiment, parent, "FINISHED", "h1")
+    _child(client, experiment, parent, "FAILED", "h2")
+    assert finish_parent(client, tmp_path)["status"] == "FAILED"
+    # The sweep is launched again: the failed configuration runs again under the same parent.
+    assert get_or_create_parent(client, experiment, tmp_path, "sweep", {}) == parent
+    assert client.get_run(parent).info.status == "RUNNING"
+    _child(client, experiment, parent, "FINISHED", "h2")
+    summary = finish_parent(client, tmp_path)
+    assert (summary["finished"], summary["failed"], summary["status"]) == (2, 0, "FINISHED")
+    assert client.get_run(parent).data.metrics["sweep.n_failed"] == 0
+
+
+def test_deleted_parent_is_replaced(mlstore, experiment: str, tmp_path: Path) -> None:
+    _, client = mlstore
+    first = get_or_create_parent(client, experiment, tmp_path, "sweep", {})
+    client.delete_run(first)
+    second = get_or_create_parent(client, experiment, tmp_path, "sweep", {})
+    assert second != first and read_sweep_state(tmp_path)["parent_run_id"] == second
