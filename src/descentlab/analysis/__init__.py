@@ -1,0 +1,1 @@
+"""Turning tracked runs into tables and figures (matplotlib/seaborn, pandas, MLflow)."""

@@ -1,0 +1,205 @@
+"""Glue: a composed config -> data, model, optimizer -> training or a 2-D descent -> one tracked MLflow run.
+
+Everything that can fail on bad input (values, data, the store) is checked before the run is created,
+so bad input leaves no run behind. Once the run exists, it always ends FINISHED, FAILED or KILLED.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from descentlab.config import ConfigError, config_hash, optimizer_hyperparams, run_name, run_params, validate
+from descentlab.optim import make_optimizer
+from descentlab.tracking.callbacks import store_for
+
+
+@dataclass
+class JobContext:
+    """Where this job sits in Hydra: multirun or not, sweep folder, job number, overrides."""
+
+    multirun: bool
+    sweep_dir: str | None
+    job_num: int | None
+    overrides: list[str]
+    output_dir: str | None
+
+    @classmethod
+    def current(cls) -> JobContext:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if not HydraConfig.initialized():
+            return cls(False, None, None, [], None)
+        hc = HydraConfig.get()
+        multirun = hc.mode == RunMode.MULTIRUN
+        return cls(
+            multirun=multirun,
+            sweep_dir=str(hc.sweep.dir) if multirun else None,
+            job_num=int(hc.job.num) if multirun else None,
+            overrides=list(hc.overrides.task),
+            output_dir=hc.runtime.output_dir,
+        )
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run one job: skip it if an identical FINISHED run exists, else train and track it."""
+    validate(cfg)
+    job = JobContext.current()
+    name = run_name(cfg)
+    chash = config_hash(cfg)
+    uri, client, experiment_id = store_for(cfg)
+
+    from descentlab.tracking import RunTracker, environment_tags, find_finished_run, get_or_create_parent
+
+    if not cfg.force:
+        done = find_finished_run(client, experiment_id, chash)
+        if done is not None:
+            print(f"skipped {name}: already FINISHED as run {done} (config_hash {chash}; force=true reruns it)",
+                  file=sys.stderr)
+            return {"status": "SKIPPED", "run_id": done, "name": name}
+
+    task = ClassifyTask(cfg) if cfg.task.name == "classify" else Function2dTask(cfg)  # loads data: may fail
+    parent_id = None
+    if job.multirun and job.sweep_dir:
+        parent_id = get_or_create_parent(
+            client, experiment_id, job.sweep_dir, run_name=f"sweep-{Path(job.sweep_dir).name}",
+            tags={"sweep_dir": job.sweep_dir, "hydra.overrides": " ".join(job.overrides)},
+        )
+    tags = {
+        "config_hash": chash,
+        "task": cfg.task.name,
+        "hydra.overrides": " ".join(job.overrides),
+        **environment_tags(os.environ.get("DESCENTLAB_ROOT")),
+        **task.tags(),
+    }
+    if job.multirun:
+        tags.update({"hydra.job_num": str(job.job_num), "hydra.sweep_dir": str(job.sweep_dir)})
+    if job.output_dir:
+        tags["hydra.output_dir"] = job.output_dir
+
+    from threadpoolctl import threadpool_limits
+
+    with RunTracker(client, experiment_id, name, tags=tags, parent_run_id=parent_id,
+                    flush_every=cfg.tracking.flush_every) as tracker:
+        tracker.log_params(run_params(cfg))
+        with threadpool_limits(limits=cfg.training.blas_threads), tempfile.TemporaryDirectory() as tmp:
+            status = task.execute(tracker, Path(tmp), name)
+            tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+            if job.output_dir and (Path(job.output_dir) / ".hydra").is_dir():
+                tracker.log_artifacts(str(Path(job.output_dir) / ".hydra"), "hydra")
+            history_csv = Path(tmp) / "metrics.csv"
+            tracker.write_history_csv(history_csv)
+            tracker.log_artifact(str(history_csv))
+        if status != "FINISHED":
+            tracker.finish(status, error=task.error)
+    print(f"{name}: {status} (run {tracker.run_id}, experiment {cfg.tracking.experiment}, {uri})", file=sys.stderr)
+    return {"status": status, "run_id": tracker.run_id, "name": name}
+
+
+class ClassifyTask:
+    """Train an MLP on a data set (the book's Figure 6-9 setting by default)."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        from descentlab.data import load_dataset
+
+        self.cfg = cfg
+        self.error: str | None = None
+        kwargs = {}
+        if cfg.dataset.name in ("mnist", "fashion_mnist"):
+            kwargs = {"path": cfg.dataset.path, "download": cfg.dataset.download}
+        elif cfg.dataset.path is not None:
+            raise ConfigError(f"dataset.path applies to mnist and fashion_mnist only, not {cfg.dataset.name!r}")
+        self.data = load_dataset(cfg.dataset.name, **kwargs)
+        n_train = self.data.info.n_train
+        if cfg.training.batch_size > n_train:
+            raise ConfigError(f"training.batch_size must be at most the {n_train} training examples of "
+                              f"{cfg.dataset.name}, got {cfg.training.batch_size}")
+
+    def tags(self) -> dict[str, str]:
+        info = self.data.info
+        return {"dataset.checksum": info.checksum, "dataset.source": str(info.source),
+                "dataset.n_train": str(info.n_train), "dataset.n_test": str(info.n_test)}
+
+    def execute(self, tracker: Any, tmp: Path, name: str) -> str:
+        from descentlab.analysis.run_plots import loss_curve_png
+        from descentlab.nn import MLP
+        from descentlab.progress import Progress
+        from descentlab.rng import RandomStreams
+        from descentlab.training import DivergedError, fit
+
+        cfg, info = self.cfg, self.data.info
+        streams = RandomStreams.from_seed(cfg.seed)
+        m = cfg.model
+        model = MLP(info.n_features, list(m.hidden_sizes), info.n_classes, activation=m.activation,
+                    weight_init=m.weight_init, batch_norm=m.batch_norm, dropout=m.dropout,
+                    weight_decay=m.weight_decay, dtype=m.dtype, rng=streams.init, dropout_rng=streams.dropout)
+        optimizer = make_optimizer(cfg.optimizer.name, **optimizer_hyperparams(cfg.optimizer))
+        t = cfg.training
+        progress = Progress(name, t.iterations, enabled=t.progress)
+
+        def callback(step: int, metrics: Any) -> None:
+            tracker.log_metrics(metrics, step)
+            progress(step, metrics)
+
+        try:
+            history = fit(model, optimizer, self.data, iterations=t.iterations, batch_size=t.batch_size,
+                          eval_every=t.eval_every, rng=streams.batches, sampling=t.sampling,
+                          callback=callback, eval_train_subset=t.eval_train_subset)
+        except DivergedError as exc:
+            tracker.set_tag("diverged_at_step", str(exc.step))
+            self.error = f"DivergedError: {exc}"
+            print(f"{name}: diverged at step {exc.step} (loss {exc.loss})", file=sys.stderr)
+            return "FAILED"
+        finally:
+            progress.close()
+        tracker.log_metrics(history.summary(window=100), t.iterations)
+        weights = tmp / "weights.npz"
+        np.savez(weights, **model.state_dict())
+        tracker.log_artifact(str(weights))
+        tracker.log_artifact(str(loss_curve_png(history.losses, history.evals, name, tmp / "loss_curve.png")))
+        return "FINISHED"
+
+
+class Function2dTask:
+    """Run the optimizer on a 2-D objective from a start point (the book's Figure 6-8), in float64."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        from descentlab.objectives import get_objective
+
+        self.cfg = cfg
+        self.error: str | None = None
+        self.objective = get_objective(cfg.task.objective)
+
+    def tags(self) -> dict[str, str]:
+        return {"objective": self.objective.name}
+
+    def execute(self, tracker: Any, tmp: Path, name: str) -> str:
+        from descentlab.analysis.run_plots import path_png
+        from descentlab.objectives import descend
+
+        cfg = self.cfg
+        optimizer = make_optimizer(cfg.optimizer.name, **optimizer_hyperparams(cfg.optimizer))
+        with np.errstate(over="ignore", invalid="ignore"):
+            path = descend(self.objective, optimizer, np.array(cfg.task.start, dtype=np.float64), cfg.task.steps)
+            values = np.asarray(self.objective.value(path), dtype=np.float64)
+        finite = np.isfinite(path).all(axis=1) & np.isfinite(values)
+        last = len(path) if finite.all() else int(np.argmin(finite))
+        for step in range(last):
+            tracker.log_metrics({"path/x": float(path[step, 0]), "path/y": float(path[step, 1]),
+                                 "path/f": float(values[step])}, step)
+        if last < len(path):
+            tracker.set_tag("diverged_at_step", str(last))
+            self.error = f"DivergedError: the path left the finite numbers at step {last}"
+            return "FAILED"
+        distance = float(np.hypot(*(path[-1] - np.asarray(self.objective.minimum))))
+        tracker.log_metrics({"final/f": float(values[-1]), "final/distance_to_min": distance}, cfg.task.steps)
+        tracker.log_artifact(str(path_png(self.objective, path, name, tmp / "path.png")))
+        return "FINISHED"

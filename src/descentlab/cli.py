@@ -1,0 +1,63 @@
+"""Process-level behaviour of `train.py`: one readable line and a non-zero exit for bad input.
+
+Hydra prints composition errors over several lines plus a hint; here the same error becomes a single
+`error: ...` line (set HYDRA_FULL_ERROR=1 for the full traceback). A sweep whose parent run is still open
+when the process fails is closed, so nothing is left RUNNING.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's message and its direct cause's first line, folded onto one line."""
+    text = str(exc).strip() or type(exc).__name__
+    text = text.split("Config search path:")[0]  # Hydra's list of search paths says nothing about the error
+    text = re.sub(r"\s*To append to your config use \S+", "", text)  # a typo is likelier than a wish to append
+    text = text.split("\n    full_key:")[0]  # OmegaConf's key/type footer repeats what the message says
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip():
+        text = f"{text.rstrip('.')}: {str(cause).strip().splitlines()[0]}"
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from descentlab.config import ConfigError
+    from descentlab.data import DatasetNotFoundError, IdxFormatError
+    from descentlab.tracking.store import TrackingUnavailableError
+
+    return (HydraException, OmegaConfBaseException, ConfigError, DatasetNotFoundError, IdxFormatError,
+            TrackingUnavailableError)
+
+
+def guarded_main(main: Callable[[], object], entry_file: str) -> None:
+    """Run a `@hydra.main` function; turn known errors into one line and exit code 2."""
+    # The store defaults to <repo>/mlruns, the folder of train.py, whatever the working directory.
+    os.environ.setdefault("DESCENTLAB_ROOT", str(Path(entry_file).resolve().parent))
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's multi-line report
+    from descentlab.tracking.callbacks import close_open_sweep
+
+    try:
+        main()
+    except KeyboardInterrupt:
+        close_open_sweep()
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except SystemExit:
+        close_open_sweep()
+        raise
+    except BaseException as exc:
+        close_open_sweep()
+        if full_error or not isinstance(exc, _known_errors()):
+            raise
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(2)

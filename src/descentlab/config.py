@@ -1,0 +1,240 @@
+"""Typed schemas for the Hydra configs, value checks, and the config's identity (flat params, hash).
+
+The schemas live in Hydra's ConfigStore, so a misspelled key or a wrong type fails when the config
+is composed; `validate` then checks values (lr > 0, batch_size >= 1, ...) before any MLflow run exists.
+Optimizer schemas are generated from `descentlab.optim`, so defaults have one source of truth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field, make_dataclass
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from descentlab.data import DATASET_NAMES
+from descentlab.nn import ACTIVATIONS, init_std
+from descentlab.objectives import OBJECTIVES, get_objective
+from descentlab.optim import OPTIMIZERS, make_optimizer
+from descentlab.training import SAMPLING
+
+TASKS = ("classify", "function2d")
+DTYPES = ("float32", "float64")
+
+# Keys that change how a run is executed or stored, not what it computes: left out of the config hash,
+# so moving the data folder or the store, or changing thread counts, does not re-run finished work.
+NON_SEMANTIC_KEYS = (
+    "force",
+    "tracking",
+    "dataset.path",
+    "dataset.download",
+    "training.blas_threads",
+    "training.progress",
+)
+
+
+class ConfigError(ValueError):
+    """A config value outside what is allowed; the message is one line naming key, value and range."""
+
+
+@dataclass
+class ModelConf:
+    name: str = MISSING
+    hidden_sizes: list[int] = MISSING
+    activation: str = "relu"
+    weight_init: Any = "he"  # "he", "xavier" or a float std (a Union the schema cannot express)
+    batch_norm: bool = False
+    dropout: float = 0.0
+    weight_decay: float = 0.0
+    dtype: str = "float32"
+
+
+@dataclass
+class DatasetConf:
+    name: str = MISSING
+    path: str | None = None
+    download: bool = True
+
+
+@dataclass
+class ClassifyTaskConf:
+    name: str = "classify"
+
+
+@dataclass
+class Function2dTaskConf:
+    name: str = "function2d"
+    objective: str = "book"
+    start: list[float] = field(default_factory=lambda: [-7.0, 2.0])
+    steps: int = 30
+    # Per-optimizer learning rates a preset may interpolate into optimizer.lr (Figure 6-8 uses four).
+    lr_by_optimizer: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrainingConf:
+    iterations: int = 2000
+    batch_size: int = 128
+    eval_every: int = 100
+    sampling: str = "replacement"
+    eval_train_subset: int | None = 10_000
+    blas_threads: int | None = 1  # 1: fastest on these small matrices, same bits under every launcher
+    progress: bool = True
+
+
+@dataclass
+class TrackingConf:
+    uri: str | None = None
+    experiment: str = "optimizer-comparison"
+    store_dir: str = "mlruns"
+    flush_every: int = 1000
+
+
+@dataclass
+class Config:
+    optimizer: Any = MISSING
+    model: ModelConf = MISSING
+    dataset: DatasetConf = MISSING
+    task: Any = MISSING
+    training: TrainingConf = field(default_factory=TrainingConf)
+    tracking: TrackingConf = field(default_factory=TrackingConf)
+    seed: int = 0
+    force: bool = False
+
+
+def optimizer_schema(name: str) -> type:
+    """A dataclass with `name` and every hyperparameter of optimizer `name`, defaults from its class."""
+    defaults = OPTIMIZERS[name]().hyperparams
+    fields: list[tuple[str, type, Any]] = [("name", str, field(default=name))]
+    fields += [(key, float, field(default=value)) for key, value in defaults.items()]
+    return make_dataclass(f"{OPTIMIZERS[name].__name__}Conf", fields)
+
+
+def register_schemas() -> None:
+    """Put the schemas in Hydra's ConfigStore (group `schema/...`), where the YAML files extend them."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    cs.store(group="schema/model", name="mlp", node=ModelConf)
+    cs.store(group="schema/dataset", name="dataset", node=DatasetConf)
+    cs.store(group="schema/task", name="classify", node=ClassifyTaskConf)
+    cs.store(group="schema/task", name="function2d", node=Function2dTaskConf)
+    for name in OPTIMIZERS:
+        cs.store(group="schema/optimizer", name=name, node=optimizer_schema(name))
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every value the schemas cannot; raise ConfigError with one line on the first bad one."""
+    _check_optimizer(cfg.optimizer)
+    _check_int("seed", cfg.seed, 0)
+    if cfg.task.name not in TASKS:
+        raise ConfigError(f"task.name must be one of {', '.join(TASKS)}, got {cfg.task.name!r}")
+    if cfg.task.name == "function2d":
+        _check_task_2d(cfg.task)
+        return
+    _check_model(cfg.model)
+    if cfg.dataset.name not in DATASET_NAMES:
+        raise ConfigError(f"dataset.name must be one of {', '.join(DATASET_NAMES)}, got {cfg.dataset.name!r}")
+    t = cfg.training
+    _check_int("training.iterations", t.iterations, 1)
+    _check_int("training.batch_size", t.batch_size, 1)
+    _check_int("training.eval_every", t.eval_every, 1)
+    if t.eval_train_subset is not None:
+        _check_int("training.eval_train_subset", t.eval_train_subset, 1)
+    if t.blas_threads is not None:
+        _check_int("training.blas_threads", t.blas_threads, 1)
+    if t.sampling not in SAMPLING:
+        raise ConfigError(f"training.sampling must be one of {', '.join(SAMPLING)}, got {t.sampling!r}")
+    _check_int("tracking.flush_every", cfg.tracking.flush_every, 1)
+
+
+def _check_optimizer(opt: DictConfig) -> None:
+    try:
+        make_optimizer(opt.name, **optimizer_hyperparams(opt))
+    except ValueError as exc:
+        raise ConfigError(f"optimizer: {exc}") from None
+
+
+def _check_model(model: DictConfig) -> None:
+    sizes = list(model.hidden_sizes)
+    for i, size in enumerate(sizes):
+        _check_int(f"model.hidden_sizes[{i}]", size, 1)
+    if model.activation not in ACTIVATIONS:
+        raise ConfigError(f"model.activation must be one of {', '.join(ACTIVATIONS)}, got {model.activation!r}")
+    try:
+        init_std(model.weight_init, 1)
+    except ValueError as exc:
+        raise ConfigError(f"model.{exc}") from None
+    if not 0.0 <= model.dropout < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {model.dropout!r}")
+    if not (math.isfinite(model.weight_decay) and model.weight_decay >= 0):
+        raise ConfigError(f"model.weight_decay must be a finite number >= 0, got {model.weight_decay!r}")
+    if model.dtype not in DTYPES:
+        raise ConfigError(f"model.dtype must be one of {', '.join(DTYPES)}, got {model.dtype!r}")
+
+
+def _check_task_2d(task: DictConfig) -> None:
+    if task.objective not in OBJECTIVES:
+        raise ConfigError(f"task.objective must be one of {', '.join(OBJECTIVES)}, got {task.objective!r}")
+    get_objective(task.objective)
+    start = list(task.start)
+    if len(start) != 2 or not all(math.isfinite(v) for v in start):
+        raise ConfigError(f"task.start must be two finite numbers [x, y], got {start!r}")
+    _check_int("task.steps", task.steps, 1)
+
+
+def _check_int(key: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
+
+
+def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
+    """The resolved config as dotted keys (`optimizer.lr`, `model.hidden_sizes`, ...), lists kept whole."""
+    tree = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def run_params(cfg: DictConfig) -> dict[str, Any]:
+    """The flat config a run uses: a 2-D descent has no model, data set or training loop."""
+    flat = flatten(cfg)
+    if cfg.task.name == "function2d":
+        flat = {k: v for k, v in flat.items() if not k.startswith(("model.", "dataset.", "training."))}
+    return flat
+
+
+def semantic_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run's flat config without the keys that do not change what it computes."""
+    return {
+        key: value
+        for key, value in run_params(cfg).items()
+        if not any(key == skip or key.startswith(f"{skip}.") for skip in NON_SEMANTIC_KEYS)
+    }
+
+
+def optimizer_hyperparams(opt: DictConfig) -> dict[str, float]:
+    """The optimizer group without its `name`: the keyword arguments of its class."""
+    return {k: v for k, v in OmegaConf.to_container(opt, resolve=True).items() if k != "name"}
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A short, stable SHA-256 of the semantic config: equal hashes mean the same computation."""
+    blob = json.dumps(semantic_config(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_name(cfg: DictConfig) -> str:
+    """What ran, readable in the MLflow UI: `adam-mlp_5x100-mnist_5k-s0` or `adam-book-s0`."""
+    if cfg.task.name == "function2d":
+        return f"{cfg.optimizer.name}-{cfg.task.objective}-s{cfg.seed}"
+    return f"{cfg.optimizer.name}-{cfg.model.name}-{cfg.dataset.name}-s{cfg.seed}"
