@@ -88,7 +88,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
     with RunTracker(client, experiment_id, name, tags=tags, parent_run_id=parent_id,
-                    flush_every=cfg.tracking.flush_every) as tracker:
+                    flush_every=cfg.tracking.flush_every, store_every=cfg.tracking.store_every) as tracker:
         tracker.log_params(run_params(cfg))
         with threadpool_limits(limits=cfg.training.blas_threads), tempfile.TemporaryDirectory() as tmp:
             status = task.execute(tracker, Path(tmp), name)

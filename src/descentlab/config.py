@@ -91,6 +91,7 @@ class TrackingConf:
     experiment: str = "optimizer-comparison"
     store_dir: str = "mlruns"
     flush_every: int = 1000
+    store_every: int = 1
 
 
 @dataclass
@@ -150,6 +151,7 @@ def validate(cfg: DictConfig) -> None:
     if t.sampling not in SAMPLING:
         raise ConfigError(f"training.sampling must be one of {', '.join(SAMPLING)}, got {t.sampling!r}")
     _check_int("tracking.flush_every", cfg.tracking.flush_every, 1)
+    _check_int("tracking.store_every", cfg.tracking.store_every, 1)
 
 
 def _check_optimizer(opt: DictConfig) -> None:
