@@ -182,19 +182,14 @@ class Momentum(Optimizer):
         p += v
 
 
-class Nesterov(Optimizer):
+class Nesterov(Momentum):
     """Nesterov momentum in the book's form: p += mu^2 v - (1 + mu) lr g with the old v; then v = mu v - lr g.
 
-    Algebraically identical to torch.optim.SGD(nesterov=True) with v = -lr * momentum_buffer.
+    Algebraically identical to torch.optim.SGD(nesterov=True) with v = -lr * momentum_buffer. Same
+    hyperparameters and state as Momentum; only the step differs.
     """
 
     name = "nesterov"
-    momentum: float
-    _rules: ClassVar[dict[str, _Rule]] = {"lr": _POSITIVE, "momentum": _UNIT}
-    _slots = ("v",)
-
-    def __init__(self, lr: float = 0.01, *, momentum: float = 0.9) -> None:
-        super().__init__(lr=lr, momentum=momentum)
 
     def _step(self, p: np.ndarray, g: np.ndarray, v: np.ndarray, buf: np.ndarray) -> None:
         mu, lr = self.momentum, self.lr
