@@ -185,9 +185,9 @@ def test_artifacts_and_history_artifact(mlstore, tmp_path: Path) -> None:
         run.log_history()
     assert run.artifact_uri.endswith(f"/{run.run_id}/artifacts")
     assert sorted(f.path for f in client.list_artifacts(run.run_id)) == [
-        "config.json", "metric_history.csv", "more", "notes", "one.txt"]
+        "config.json", "metrics.csv", "more", "notes", "one.txt"]
     assert [f.path for f in client.list_artifacts(run.run_id, "more")] == ["more/two.txt"]
-    local = client.download_artifacts(run.run_id, "metric_history.csv", str(tmp_path / "dl"))
+    local = client.download_artifacts(run.run_id, "metrics.csv", str(tmp_path / "dl"))
     assert Path(local).read_text().splitlines() == ["step,metric,value", "0,train/loss,0.5"]
 
 

@@ -95,9 +95,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
             if job.output_dir and (Path(job.output_dir) / ".hydra").is_dir():
                 tracker.log_artifacts(str(Path(job.output_dir) / ".hydra"), "hydra")
-            history_csv = Path(tmp) / "metrics.csv"
-            tracker.write_history_csv(history_csv)
-            tracker.log_artifact(str(history_csv))
+            tracker.log_history()  # metrics.csv: every point, what analysis reads
         if status != "FINISHED":
             tracker.finish(status, error=task.error)
     print(f"{name}: {status} (run {tracker.run_id}, experiment {cfg.tracking.experiment}, {uri})", file=sys.stderr)

@@ -49,7 +49,7 @@ MAX_PARAMS_PER_BATCH = 100
 MAX_TAGS_PER_BATCH = 100
 MAX_PARAM_LENGTH = 6000  # MLflow rejects longer param values
 MAX_ERROR_LENGTH = 4000  # tag values may hold 8,000 characters; keep the error tag readable
-HISTORY_CSV = "metric_history.csv"
+HISTORY_CSV = "metrics.csv"
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 
