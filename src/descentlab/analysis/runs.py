@@ -1,0 +1,458 @@
+"""Tracked runs as pandas tables: one row per job run (`load_runs`), every metric point (`load_history`).
+
+Why this shape: a sweep's parent run only groups its children, so rows are the *job* runs (those
+tagged `config_hash`). FAILED, diverged and KILLED jobs are kept and labelled in `outcome`, so
+aggregates can count them instead of silently dropping them.
+
+Speed: `import mlflow` costs ~2 s, so it is imported inside the functions. One `search_runs` page
+returns params, tags and the latest metric values of 1,000 runs at once; per-step histories come
+from each run's `metrics.csv` artifact (read straight from disk for a local store, in a thread pool
+otherwise), because `get_metric_history` costs ~10 ms per run and key.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import difflib
+import math
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+__all__ = [
+    "BASE_COLUMNS",
+    "HISTORY_FILES",
+    "AnalysisError",
+    "default_tracking_uri",
+    "is_summary_metric",
+    "load_history",
+    "load_runs",
+    "normalize_param",
+    "parse_param",
+]
+
+# Columns every `load_runs` frame starts with, before the params and the summary metrics.
+BASE_COLUMNS = (
+    "run_id",
+    "run_name",
+    "status",
+    "outcome",
+    "start_time",
+    "duration_s",
+    "parent_run_id",
+    "sweep_dir",
+    "config_hash",
+    "error",
+    "diverged_at_step",
+    "artifact_uri",
+)
+# The per-run history CSV: `app.run` logs `metrics.csv`; `RunTracker.log_history` defaults to the second name.
+HISTORY_FILES = ("metrics.csv", "metric_history.csv")
+HISTORY_COLUMNS = ("run_id", "step", "metric", "value")
+_SUMMARY_PREFIXES = ("final/", "best/")
+_SUMMARY_KEYS = frozenset({"time/elapsed_s"})
+_OUTCOMES = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed"}  # anything else: "running"
+_INT_RE = re.compile(r"[+-]?\d+")
+_FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|infinity|nan)", re.IGNORECASE)
+_PAGE = 1000
+
+
+class AnalysisError(ValueError):
+    """Bad input to an analysis function (unknown experiment, no runs, missing columns); one-line message."""
+
+
+# -- tracking URI ------------------------------------------------------------------------------------
+def default_tracking_uri() -> str:
+    """Where `train.py` writes by default: $MLFLOW_TRACKING_URI, else `<repo>/mlruns/mlflow.db`.
+
+    `<repo>` is $DESCENTLAB_ROOT (set by the CLI), else the checkout holding this package (editable
+    install), else the current directory — the same store a run from the repository uses.
+    """
+    from descentlab.tracking.store import resolve_tracking_uri  # plain string helpers, no mlflow import
+
+    root = os.environ.get("DESCENTLAB_ROOT")
+    if not root:
+        checkout = Path(__file__).resolve().parents[3]
+        root = str(checkout) if (checkout / "train.py").is_file() else "."
+    return resolve_tracking_uri(None, Path(root) / "mlruns")
+
+
+def _client(tracking_uri: str | None) -> tuple[MlflowClient, str]:
+    """A client for an existing store; a missing SQLite file is an error (MLflow would create an empty one)."""
+    from descentlab.tracking.store import redact, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri, ".") if tracking_uri else default_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///") :].partition("?")[0]
+        if path != ":memory:" and not Path(path).is_file():
+            raise AnalysisError(f"no MLflow store at {path} (pass tracking_uri or set MLFLOW_TRACKING_URI)")
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return MlflowClient(tracking_uri=uri), uri
+    except Exception as exc:  # malformed URI, unreachable database: one line naming the store
+        raise AnalysisError(f"cannot open MLflow store {redact(uri)}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# -- param values ------------------------------------------------------------------------------------
+def parse_param(text: str | None) -> object:
+    """A stored param string back to a value: ints, floats, True/False, None; anything else (lists too) stays text."""
+    if text is None:
+        return None
+    s = text.strip()
+    if s in ("True", "False"):
+        return s == "True"
+    if s == "None":
+        return None
+    if _INT_RE.fullmatch(s):
+        return int(s)
+    if _FLOAT_RE.fullmatch(s):
+        return float(s)
+    return text
+
+
+def normalize_param(value: object) -> str:
+    """A canonical string for comparing param values: 0.01 == "0.010" == "1e-2", 1 == "1.0", [1,2] == "[1, 2]"."""
+    if isinstance(value, str):
+        parsed = parse_param(value)
+        if isinstance(parsed, str):
+            s = parsed.strip()
+            if s[:1] in "[(":
+                try:
+                    literal = ast.literal_eval(s)
+                except (ValueError, SyntaxError):
+                    return s
+                return normalize_param(list(literal)) if isinstance(literal, list | tuple) else s
+            return s
+        value = parsed
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None:
+        return "None"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int | float):
+        return repr(float(value))
+    if isinstance(value, list | tuple | np.ndarray):
+        return "[" + ", ".join(normalize_param(v) for v in value) + "]"
+    return str(value).strip()
+
+
+def is_summary_metric(key: str) -> bool:
+    """Metrics `load_runs` turns into columns: `final/*`, `best/*` and the run's `time/elapsed_s`."""
+    return key.startswith(_SUMMARY_PREFIXES) or key in _SUMMARY_KEYS
+
+
+# -- load_runs ---------------------------------------------------------------------------------------
+def _experiment_id(client: MlflowClient, uri: str, experiment: str) -> str:
+    from descentlab.tracking.store import redact
+
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None or exp.lifecycle_stage != "active":
+        names = sorted(e.name for e in client.search_experiments())
+        state = "no experiment named" if exp is None else "deleted experiment"
+        raise AnalysisError(f"{state} {experiment!r} in {redact(uri)}; experiments: {', '.join(names) or '(none)'}")
+    return exp.experiment_id
+
+
+def _search_all(client: MlflowClient, experiment_id: str) -> list[Run]:
+    """Every active run of the experiment, paging through `search_runs` (1,000 per page)."""
+    runs: list[Run] = []
+    token: str | None = None
+    while True:
+        page = client.search_runs([experiment_id], max_results=_PAGE, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _outcome(status: str, tags: Mapping[str, str]) -> str:
+    outcome = _OUTCOMES.get(status, "running")
+    if outcome == "failed" and ("diverged_at_step" in tags or tags.get("error", "").startswith("DivergedError")):
+        return "diverged"
+    return outcome
+
+
+def _row(run: Run, sweep_of_parent: Mapping[str, str]) -> dict[str, Any]:
+    info, tags = run.info, run.data.tags
+    parent = tags.get("mlflow.parentRunId")
+    end = info.end_time if info.status in _OUTCOMES else None
+    diverged = parse_param(tags.get("diverged_at_step"))
+    row: dict[str, Any] = {
+        "run_id": info.run_id,
+        "run_name": info.run_name or tags.get("mlflow.runName"),
+        "status": info.status,
+        "outcome": _outcome(info.status, tags),
+        "start_time": info.start_time,
+        "duration_s": (end - info.start_time) / 1000.0 if end and info.start_time else math.nan,
+        "parent_run_id": parent,
+        "sweep_dir": tags.get("hydra.sweep_dir") or sweep_of_parent.get(parent or ""),
+        "config_hash": tags.get("config_hash"),
+        "error": tags.get("error"),
+        "diverged_at_step": diverged if isinstance(diverged, int) else None,
+        "artifact_uri": info.artifact_uri,
+    }
+    return row
+
+
+def _sweep_matches(sweep: str, parent_run_id: str | None, sweep_dir: str | None) -> bool:
+    """`sweep` names the parent run id, or the sweep folder: whole, or its last path components."""
+    if sweep == parent_run_id or (sweep_dir and sweep == sweep_dir):
+        return True
+    if not sweep_dir:
+        return False
+    want, have = PurePosixPath(sweep.rstrip("/")).parts, PurePosixPath(sweep_dir.rstrip("/")).parts
+    k = min(len(want), len(have))
+    return k > 0 and want[-k:] == have[-k:] and (len(want) == k or len(have) == k)
+
+
+def _params_filter(frame: pd.DataFrame, raw: Mapping[str, Mapping[str, str]],
+                   params: Mapping[str, object], experiment: str) -> pd.DataFrame:
+    """Keep rows whose stored param equals the wanted value (a set means any of its values), compared normalised."""
+    keep = np.ones(len(frame), dtype=bool)
+    for key, wanted in params.items():
+        known = sorted({k for p in raw.values() for k in p})
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; params: {', '.join(known)}"
+            raise AnalysisError(f"no param {key!r} in experiment {experiment!r}{hint}")
+        values = wanted if isinstance(wanted, set | frozenset) else [wanted]
+        targets = {normalize_param(v) for v in values}
+        stored = [raw[rid].get(key) for rid in frame["run_id"]]
+        match = np.array([s is not None and normalize_param(s) in targets for s in stored], dtype=bool)
+        if not (keep & match).any():
+            present = sorted({s for s, k in zip(stored, keep, strict=True) if s is not None and k})
+            shown = ", ".join(present[:20]) + (", ..." if len(present) > 20 else "")
+            raise AnalysisError(f"no runs with {key}={_show(wanted)} in experiment {experiment!r}; "
+                                f"{key} values: {shown or '(none)'}")
+        keep &= match
+    return frame[keep]
+
+
+def _show(value: object) -> str:
+    if isinstance(value, set | frozenset):
+        return "{" + ", ".join(sorted(repr(v) for v in value)) + "}"
+    return repr(value)
+
+
+def load_runs(
+    experiment: str,
+    tracking_uri: str | None = None,
+    sweep: str | None = None,
+    params: Mapping[str, object] | None = None,
+) -> pd.DataFrame:
+    """One row per job run of `experiment` (FAILED, diverged, KILLED included, labelled in `outcome`).
+
+    `sweep`: only the children of one sweep, named by the parent run id or by the sweep folder (the
+    `hydra.sweep_dir` tag, or its last path component(s), e.g. "12-19-30.630815").
+    `params`: keep runs whose param equals the value, compared after normalisation (0.01 == "0.010",
+    1 == "1.0", [100, 100] == "[100, 100]"); a set of values means any of them.
+
+    Columns: `BASE_COLUMNS` (start_time as UTC timestamps, duration_s NaN while running), then every
+    param under its dotted name with values parsed (`parse_param`; absent → NaN), then the latest value
+    of each summary metric (`is_summary_metric`). Rows are sorted by start time. `attrs` holds the
+    experiment name and id and the tracking URI (`load_history` reuses it).
+    Raises AnalysisError for an unknown experiment, an experiment without job runs, or a filter that
+    matches nothing.
+    """
+    client, uri = _client(tracking_uri)
+    experiment_id = _experiment_id(client, uri, experiment)
+    found = _search_all(client, experiment_id)
+    sweep_of_parent = {r.info.run_id: r.data.tags.get("sweep_dir", "") for r in found
+                       if "config_hash" not in r.data.tags}
+    jobs = [r for r in found if "config_hash" in r.data.tags]
+    if not jobs:
+        raise AnalysisError(f"experiment {experiment!r} has no runs")
+
+    rows = [_row(r, sweep_of_parent) for r in jobs]
+    if sweep is not None:
+        chosen = [row for row in rows if _sweep_matches(str(sweep), row["parent_run_id"], row["sweep_dir"])]
+        if not chosen:
+            sweeps = sorted({f"{PurePosixPath(row['sweep_dir']).name} ({row['parent_run_id']})" for row in rows
+                             if row["parent_run_id"] and row["sweep_dir"]})
+            raise AnalysisError(f"no runs of sweep {sweep!r} in experiment {experiment!r}; "
+                                f"sweeps: {', '.join(sweeps) or '(none)'}")
+        rows = chosen
+    frame = pd.DataFrame(rows, columns=list(BASE_COLUMNS))
+    raw_params = {r.info.run_id: dict(r.data.params) for r in jobs}
+    if params:
+        frame = _params_filter(frame, raw_params, params, experiment)
+
+    by_id = {r.info.run_id: r for r in jobs}
+    ids = list(frame["run_id"])
+    param_keys = sorted({k for rid in ids for k in raw_params[rid]})
+    metric_keys = sorted({k for rid in ids for k in by_id[rid].data.metrics if is_summary_metric(k)})
+    extra = pd.DataFrame(
+        [{**{_free(k): parse_param(v) for k, v in raw_params[rid].items()},
+          **{k: v for k, v in by_id[rid].data.metrics.items() if is_summary_metric(k)}} for rid in ids],
+        columns=[_free(k) for k in param_keys] + metric_keys,
+        index=frame.index,
+    )
+    for key in metric_keys:
+        extra[key] = pd.to_numeric(extra[key], errors="coerce").astype("float64")
+    frame = pd.concat([frame, extra], axis=1)
+    frame["start_time"] = pd.to_datetime(frame["start_time"], unit="ms", utc=True)
+    frame["duration_s"] = frame["duration_s"].astype("float64")
+    frame["diverged_at_step"] = frame["diverged_at_step"].astype("Int64")
+    frame = frame.sort_values(["start_time", "run_name"], kind="stable").reset_index(drop=True)
+    frame.attrs.update({"experiment": experiment, "experiment_id": experiment_id, "tracking_uri": uri})
+    return frame
+
+
+def _free(key: str) -> str:
+    """A param whose name collides with a base column keeps it under `param.<name>`."""
+    return f"param.{key}" if key in BASE_COLUMNS else key
+
+
+# -- load_history ------------------------------------------------------------------------------------
+def _local_dir(artifact_uri: str | None) -> Path | None:
+    """The folder of a `file://` (or plain path) artifact URI; None for remote stores."""
+    if not artifact_uri:
+        return None
+    parts = urlsplit(artifact_uri)
+    if parts.scheme == "file":
+        return Path(unquote(parts.path))
+    if parts.scheme == "" or (len(parts.scheme) == 1 and os.name == "nt"):
+        return Path(artifact_uri)
+    return None
+
+
+def _read_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"step": "int64", "metric": str, "value": "float64"})
+
+
+def _history_from_csv(client: MlflowClient, run_id: str, artifact_uri: str | None) -> pd.DataFrame | None:
+    """The run's history CSV, or None when it has none (failed before it was written, other writer)."""
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    local = _local_dir(artifact_uri)
+    for name in HISTORY_FILES:
+        if local is not None:
+            path = local / name
+            if path.is_file():
+                return _read_csv(path)
+            continue
+        with tempfile.TemporaryDirectory(prefix="descentlab-history-") as tmp:
+            try:
+                if artifact_uri:  # straight from the artifact store: no get_run round trip
+                    downloaded = download_artifacts(artifact_uri=f"{artifact_uri.rstrip('/')}/{name}", dst_path=tmp,
+                                                    tracking_uri=client.tracking_uri)
+                else:
+                    downloaded = client.download_artifacts(run_id, name, tmp)
+            except (MlflowException, OSError):
+                continue
+            return _read_csv(downloaded)
+    return None
+
+
+@contextlib.contextmanager
+def _quiet_downloads() -> Iterator[None]:
+    """MLflow draws a tqdm bar per downloaded file; hundreds of one-file bars are noise."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
+
+
+def _history_from_store(client: MlflowClient, run_id: str, metrics: Sequence[str] | None) -> pd.DataFrame:
+    """Fallback through `get_metric_history` (~10 ms per key; holds only what the store kept, see store_every)."""
+    keys = list(metrics) if metrics is not None else sorted(client.get_run(run_id).data.metrics)
+    points = [(m.step, key, m.value) for key in keys for m in client.get_metric_history(run_id, key)]
+    return pd.DataFrame(points, columns=["step", "metric", "value"]).astype(
+        {"step": "int64", "metric": str, "value": "float64"})
+
+
+def _one_history(client: MlflowClient, run_id: str, artifact_uri: str | None,
+                 metrics: Sequence[str] | None) -> pd.DataFrame:
+    """step, metric, value of one run (CSV, else the store), limited to `metrics`, in logging order."""
+    frame = _history_from_csv(client, run_id, artifact_uri)
+    if frame is None:
+        return _history_from_store(client, run_id, metrics)
+    return frame[frame["metric"].isin(metrics)] if metrics is not None else frame
+
+
+def load_history(
+    runs: pd.DataFrame | Iterable[str],
+    metrics: Sequence[str] | None = None,
+    tracking_uri: str | None = None,
+    *,
+    columns: Sequence[str] = (),
+    max_workers: int = 8,
+) -> pd.DataFrame:
+    """Every logged point of the runs as a long table `run_id, step, metric, value` (+ `columns`).
+
+    Read from each run's `metrics.csv` artifact (every point, even with tracking.store_every > 1),
+    else from the store's metric history (only the stored points). `runs` is a `load_runs` frame
+    (its `artifact_uri` column avoids a lookup per run, its attrs give the tracking URI) or run ids.
+    `metrics` limits the keys; `columns` names columns of `runs` to merge in (e.g. "optimizer.name",
+    "seed") — otherwise merge with `runs` yourself on `run_id`. Rows follow the order of `runs`, then
+    metric, then step. Local stores are read straight from disk; remote ones downloaded in threads.
+    """
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    frame = runs if isinstance(runs, pd.DataFrame) else pd.DataFrame({"run_id": list(runs)})
+    if "run_id" not in frame.columns:
+        raise AnalysisError("load_history needs a frame with a run_id column (from load_runs)")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise AnalysisError(f"columns not in runs: {', '.join(missing)}")
+    uri = tracking_uri or frame.attrs.get("tracking_uri")
+    client, _ = _client(uri)
+    ids = [str(r) for r in frame["run_id"]]
+    if "artifact_uri" in frame.columns:
+        uris = [u if isinstance(u, str) else None for u in frame["artifact_uri"]]
+    else:
+        uris = [client.get_run(rid).info.artifact_uri for rid in ids]
+
+    def one(i: int) -> pd.DataFrame:
+        return _one_history(client, ids[i], uris[i], metrics)
+
+    # Threads only pay off for downloads (200 runs: 3.5 s sequential, 2.6 s with 8 threads from a 1-worker mlflow
+    # server); local files parse faster sequentially (GIL: 0.5 s vs 1.0 s).
+    remote = any(_local_dir(u) is None for u in uris)
+    with _quiet_downloads() if remote else contextlib.nullcontext():
+        if remote and max_workers > 1 and len(ids) > 1:
+            with ThreadPoolExecutor(max_workers=max_workers) as pool:
+                parts = list(pool.map(one, range(len(ids))))
+        else:
+            parts = [one(i) for i in range(len(ids))]
+    lengths = np.array([len(p) for p in parts], dtype=np.int64)
+    if not lengths.sum():
+        history = pd.DataFrame({"run_id": pd.Series(dtype=str), "step": pd.Series(dtype="int64"),
+                                "metric": pd.Series(dtype=str), "value": pd.Series(dtype="float64")})
+    else:
+        history = pd.concat([p for p in parts if len(p)], ignore_index=True)
+        # One sort for all runs: run order, then metric, then step (stable: logging order within a step).
+        codes = pd.Categorical(history["metric"]).codes  # categories are sorted
+        order = np.lexsort((history["step"].to_numpy(), codes, np.repeat(np.arange(len(parts)), lengths)))
+        history = history.take(order).reset_index(drop=True)
+        history.insert(0, "run_id", np.repeat(np.array(ids, dtype=object), lengths))
+    if columns:
+        extra = frame[["run_id", *columns]].drop_duplicates("run_id")
+        history = history.merge(extra, on="run_id", how="left", validate="many_to_one")
+    return history.reset_index(drop=True)

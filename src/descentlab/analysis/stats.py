@@ -1,0 +1,339 @@
+"""Statistics over seeds: means with t intervals, steps to a loss target, Welch comparisons, performance profiles.
+
+Why these: a handful of seeds per configuration is the norm here, so intervals use Student's t (not
+a normal approximation), comparisons use Welch's test (no equal-variance assumption between
+optimizers), and the performance profile (Dolan & Moré 2002, as in AlgoPerf) summarises many
+model/data set problems at once while counting a diverged optimizer as failing the problem.
+
+Inputs are `load_runs` / `load_history` frames, but any frame with the named columns works; without
+an `outcome` column every row counts as finished.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Hashable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from descentlab.analysis.runs import AnalysisError
+
+__all__ = [
+    "DEFAULT_BY",
+    "DEFAULT_METRICS",
+    "OUTCOMES",
+    "aggregate",
+    "compare_to_baseline",
+    "performance_profile",
+    "performance_ratios",
+    "steps_to_target",
+    "t_interval",
+]
+
+DEFAULT_BY = ("optimizer.name", "model.name", "dataset.name")
+DEFAULT_METRICS = ("final/train_loss", "final/test_acc", "best/test_acc", "duration_s")
+OUTCOMES = ("finished", "diverged", "failed", "killed", "running")  # `load_runs`' labels; they partition the runs
+
+
+def _existing(frame: pd.DataFrame, names: Sequence[str] | str, what: str, *, required: bool) -> list[str]:
+    names = [names] if isinstance(names, str) else list(names)
+    present = [n for n in names if n in frame.columns]
+    if required and not present:
+        raise AnalysisError(f"none of the {what} {', '.join(names) or '(none)'} is a column of the runs")
+    return present
+
+
+def _outcomes(frame: pd.DataFrame) -> pd.Series:
+    if "outcome" in frame.columns:
+        return frame["outcome"].astype(object)
+    return pd.Series("finished", index=frame.index, dtype=object)
+
+
+def _groups(frame: pd.DataFrame, by: list[str]) -> Iterator[tuple[tuple[Hashable, ...], pd.DataFrame]]:
+    """(key tuple, rows) per group, missing keys (NaN) kept as their own group; one group when `by` is empty."""
+    if not by:
+        yield (), frame
+        return
+    for key, rows in frame.groupby(by, dropna=False, sort=True):
+        yield (key if isinstance(key, tuple) else (key,)), rows
+
+
+def _numeric(values: pd.Series) -> np.ndarray:
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+
+
+def t_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95
+               ) -> tuple[int, float, float, float, float]:
+    """(n, mean, std ddof=1, ci_low, ci_high) of the finite values; Student-t interval, NaN bounds when n < 2."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    n = len(x)
+    if n == 0:
+        return 0, math.nan, math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if n == 1:
+        return 1, mean, math.nan, math.nan, math.nan
+    std = float(x.std(ddof=1))
+    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+    return n, mean, std, mean - half, mean + half
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0 < confidence < 1:
+        raise AnalysisError(f"confidence must be in (0, 1), got {confidence}")
+
+
+def aggregate(
+    runs: pd.DataFrame,
+    by: Sequence[str] = DEFAULT_BY,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    confidence: float = 0.95,
+    *,
+    only_finished: bool = True,
+) -> pd.DataFrame:
+    """Per group and metric: n, mean, std (ddof=1), Student-t ci_low/ci_high, and the group's run counts.
+
+    Long format, one row per (group, metric): columns `*by, metric, n, mean, std, ci_low, ci_high,
+    runs, finished, diverged, failed, killed, running` (the last five partition `runs`; `failed`
+    excludes diverged runs). Metric statistics use FINISHED runs only by default — a killed run's
+    duration or a running run's best accuracy so far would bias them; runs missing the metric are
+    left out of n. Non-finite values (inf, NaN) are left out too. `by` and `metrics` names that are
+    not columns are ignored; none at all is an error. n = 1 gives NaN std and bounds.
+    """
+    _check_confidence(confidence)
+    runs = runs.reset_index(drop=True)
+    by_cols = _existing(runs, by, "grouping columns", required=True)
+    metric_cols = _existing(runs, metrics, "metrics", required=True)
+    outcome = _outcomes(runs)
+    rows = []
+    for key, group in _groups(runs, by_cols):
+        out = outcome.loc[group.index]
+        counts = {o: int((out == o).sum()) for o in OUTCOMES}
+        used = group[out == "finished"] if only_finished else group
+        for metric in metric_cols:
+            n, mean, std, low, high = t_interval(_numeric(used[metric]), confidence)
+            rows.append({**dict(zip(by_cols, key, strict=True)), "metric": metric, "n": n, "mean": mean, "std": std,
+                         "ci_low": low, "ci_high": high, "runs": len(group), **counts})
+    columns = [*by_cols, "metric", "n", "mean", "std", "ci_low", "ci_high", "runs", *OUTCOMES]
+    result = pd.DataFrame(rows, columns=columns)
+    result.attrs["confidence"] = confidence
+    return result
+
+
+def steps_to_target(
+    history: pd.DataFrame,
+    target: float,
+    metric: str = "train/loss",
+    smooth_window: int = 1,
+    *,
+    lower_is_better: bool = True,
+) -> pd.DataFrame:
+    """Per run, the first logged step at which the metric reaches `target` (<=; >= if not lower_is_better).
+
+    `smooth_window` > 1 uses a trailing moving average over that many points (full windows only),
+    because a single lucky minibatch should not count as reaching the target. Runs in `history`
+    without such a step (or without the metric) get NaN and `reached` False. Columns: run_id, step,
+    reached, plus any other column of `history` that is constant per run (merged params such as
+    optimizer.name), so the result can go straight into `aggregate(..., metrics=["step"])`.
+    """
+    if smooth_window < 1:
+        raise AnalysisError(f"smooth_window must be >= 1, got {smooth_window}")
+    missing = [c for c in ("run_id", "step", "metric", "value") if c not in history.columns]
+    if missing:
+        raise AnalysisError(f"history lacks columns {', '.join(missing)} (use load_history)")
+    run_ids = pd.unique(history["run_id"])
+    points = history[history["metric"] == metric].sort_values(["run_id", "step"], kind="stable")
+    values = points["value"].astype(float)
+    if smooth_window > 1:
+        values = values.groupby(points["run_id"], sort=False).transform(
+            lambda s: s.rolling(smooth_window, min_periods=smooth_window).mean())
+    hit = values <= target if lower_is_better else values >= target
+    first = points.loc[hit[hit].index].groupby("run_id", sort=False)["step"].min()
+    result = pd.DataFrame({"run_id": run_ids})
+    result["step"] = result["run_id"].map(first).astype(float)
+    result["reached"] = result["step"].notna()
+    extra = [c for c in history.columns if c not in ("run_id", "step", "metric", "value")]
+    if extra:
+        per_run = history[["run_id", *extra]].drop_duplicates("run_id")
+        constant = [c for c in extra if history.groupby("run_id", sort=False)[c].nunique(dropna=False).max() <= 1]
+        result = result.merge(per_run[["run_id", *constant]], on="run_id", how="left")
+    result.attrs.update({"target": target, "metric": metric, "smooth_window": smooth_window})
+    return result
+
+
+def _ci(result: object, confidence: float) -> tuple[float, float]:
+    ci = result.confidence_interval(confidence)  # type: ignore[attr-defined]
+    return float(ci.low), float(ci.high)
+
+
+def _welch(other: np.ndarray, base: np.ndarray, confidence: float) -> dict[str, float]:
+    out = dict.fromkeys(("diff", "ci_low", "ci_high", "t", "df", "p"), math.nan)
+    if len(other) and len(base):
+        out["diff"] = float(other.mean() - base.mean())
+    if len(other) >= 2 and len(base) >= 2:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)  # zero variance on both sides: t is NaN
+            res = sps.ttest_ind(other, base, equal_var=False)
+            out.update(t=float(res.statistic), df=float(res.df), p=float(res.pvalue))
+            out["ci_low"], out["ci_high"] = _ci(res, confidence)
+    return out
+
+
+def _paired(other: pd.DataFrame, base: pd.DataFrame, metric: str, pair_on: str | None,
+            confidence: float) -> dict[str, float]:
+    out = {"n_pairs": 0, "paired_diff": math.nan, "paired_ci_low": math.nan, "paired_ci_high": math.nan,
+           "paired_p": math.nan}
+    if pair_on is None or pair_on not in other.columns:
+        return out
+    o = other[[pair_on, metric]].dropna()
+    b = base[[pair_on, metric]].dropna()
+    if o[pair_on].duplicated().any() or b[pair_on].duplicated().any():
+        return out  # several runs per seed: pairing is ambiguous
+    pairs = o.merge(b, on=pair_on, suffixes=("_o", "_b"))
+    d = (pairs[f"{metric}_o"] - pairs[f"{metric}_b"]).to_numpy(dtype=float)
+    out["n_pairs"] = len(d)
+    if len(d):
+        out["paired_diff"] = float(d.mean())
+    if len(d) >= 2:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            res = sps.ttest_rel(pairs[f"{metric}_o"], pairs[f"{metric}_b"])
+            out["paired_p"] = float(res.pvalue)
+            out["paired_ci_low"], out["paired_ci_high"] = _ci(res, confidence)
+    return out
+
+
+def compare_to_baseline(
+    runs: pd.DataFrame,
+    baseline: str,
+    metric: str,
+    by: Sequence[str] = ("model.name", "dataset.name"),
+    on: str = "optimizer.name",
+    *,
+    confidence: float = 0.95,
+    pair_on: str | None = "seed",
+    only_finished: bool = True,
+) -> pd.DataFrame:
+    """Each other `on` value against `baseline` within each group: difference of means (other − baseline).
+
+    Columns: `*by, on, baseline, n, n_baseline, mean, mean_baseline, diff, ci_low, ci_high, t, df, p`
+    — Welch's interval and test (scipy.stats.ttest_ind(equal_var=False)), NaN unless both sides have
+    ≥ 2 runs — and `n_pairs, paired_diff, paired_ci_low, paired_ci_high, paired_p`: the paired t test
+    (ttest_rel) over the `pair_on` values (seeds) both sides share, which is sharper when seeds are
+    common random numbers (same init and batches); NaN when a side has several runs per seed.
+    Only finished runs with a finite metric are used by default. Groups without baseline runs still
+    get rows (n_baseline 0, NaN statistics).
+    """
+    _check_confidence(confidence)
+    for column in (on, metric):
+        if column not in runs.columns:
+            raise AnalysisError(f"no column {column!r} in the runs")
+    runs = runs.reset_index(drop=True)
+    values = sorted({str(v) for v in runs[on].dropna()})
+    if baseline not in values:
+        raise AnalysisError(f"baseline {baseline!r} is not a value of {on}; values: {', '.join(values)}")
+    by_cols = _existing(runs, by, "grouping columns", required=False)
+    used = runs[_outcomes(runs) == "finished"] if only_finished else runs
+    used = used[np.isfinite(_numeric(used[metric]))].copy()
+    used[metric] = _numeric(used[metric])
+    rows = []
+    for key, group in _groups(runs, by_cols):
+        in_group = used.loc[used.index.intersection(group.index)]
+        base = in_group[in_group[on].astype(str) == baseline]
+        b = base[metric].to_numpy(dtype=float)
+        for other_name in sorted({str(v) for v in group[on].dropna()} - {baseline}):
+            other = in_group[in_group[on].astype(str) == other_name]
+            o = other[metric].to_numpy(dtype=float)
+            rows.append({
+                **dict(zip(by_cols, key, strict=True)), on: other_name, "baseline": baseline,
+                "n": len(o), "n_baseline": len(b),
+                "mean": float(o.mean()) if len(o) else math.nan,
+                "mean_baseline": float(b.mean()) if len(b) else math.nan,
+                **_welch(o, b, confidence),
+                **_paired(other, base, metric, pair_on, confidence),
+            })
+    columns = [*by_cols, on, "baseline", "n", "n_baseline", "mean", "mean_baseline", "diff", "ci_low", "ci_high",
+               "t", "df", "p", "n_pairs", "paired_diff", "paired_ci_low", "paired_ci_high", "paired_p"]
+    result = pd.DataFrame(rows, columns=columns)
+    result.attrs.update({"metric": metric, "confidence": confidence})
+    return result
+
+
+def performance_ratios(
+    runs: pd.DataFrame,
+    metric: str,
+    problem: Sequence[str] = ("model.name", "dataset.name"),
+    solver: str = "optimizer.name",
+    lower_is_better: bool = True,
+) -> pd.DataFrame:
+    """Problems × solvers table of r = performance / best performance on the problem (≥ 1; inf = failed).
+
+    A solver's performance on a problem is the mean metric of its runs there. Diverged and failed runs
+    count as infinitely bad, so one diverged seed makes the solver fail the problem; a solver with no
+    runs on a problem fails it too. Killed and running runs, and finished runs without the metric, are
+    ignored. Values must be positive (ratios of losses, times, accuracies); the problem columns that
+    exist are used (none: a single problem).
+    """
+    for column in (solver, metric):
+        if column not in runs.columns:
+            raise AnalysisError(f"no column {column!r} in the runs")
+    problem_cols = _existing(runs, problem, "problem columns", required=False)
+    outcome = _outcomes(runs)
+    value = pd.Series(_numeric(runs[metric]), index=runs.index)
+    bad = math.inf if lower_is_better else -math.inf
+    value[outcome.isin(["diverged", "failed"])] = bad
+    keep = (outcome.isin(["finished", "diverged", "failed"]) & value.notna()).to_numpy()
+    cells = runs.loc[keep, problem_cols].copy()
+    cells["_solver"] = runs.loc[keep, solver].astype(str)
+    cells["_value"] = value[keep]
+    finite = cells["_value"][np.isfinite(cells["_value"])]
+    if (finite <= 0).any():
+        raise AnalysisError(f"performance ratios need positive values; {metric} has {finite.min():g}")
+    if problem_cols:
+        cells["_problem"] = list(cells[problem_cols].astype(str).itertuples(index=False, name=None))
+        cells["_problem"] = cells["_problem"].map(" / ".join)
+    else:
+        cells["_problem"] = "all"
+    solvers = sorted(runs[solver].dropna().astype(str).unique())
+    perf = cells.pivot_table(index="_problem", columns="_solver", values="_value", aggfunc="mean")
+    perf = perf.reindex(columns=solvers).fillna(bad)
+    best = perf.min(axis=1) if lower_is_better else perf.max(axis=1)
+    with np.errstate(all="ignore"):
+        ratio = perf.div(best, axis=0) if lower_is_better else 1.0 / perf.div(best, axis=0)
+    ratio = ratio.where(np.isfinite(perf) & np.isfinite(best).to_numpy()[:, None], math.inf)
+    ratio.index.name, ratio.columns.name = "problem", "solver"
+    return ratio
+
+
+def performance_profile(
+    runs: pd.DataFrame,
+    metric: str,
+    problem: Sequence[str] = ("model.name", "dataset.name"),
+    solver: str = "optimizer.name",
+    taus: Sequence[float] | np.ndarray | None = None,
+    lower_is_better: bool = True,
+) -> pd.DataFrame:
+    """Dolan–Moré profile ρ_s(τ) = share of problems on which solver s is within a factor τ of the best.
+
+    Columns: solver, tau, rho (sorted by solver, then tau). `taus` defaults to 1 and every finite
+    ratio, the points where the step function changes (plot with drawstyle="steps-post"). Ratios
+    come from `performance_ratios` (failed/diverged runs are infinitely bad, so ρ may stay < 1).
+    """
+    ratio = performance_ratios(runs, metric, problem, solver, lower_is_better)
+    if taus is None:
+        finite = ratio.to_numpy()[np.isfinite(ratio.to_numpy())]
+        grid = np.unique(np.concatenate([[1.0], finite]))
+    else:
+        grid = np.unique(np.asarray(taus, dtype=float))
+    r = ratio.to_numpy()  # problems × solvers
+    rho = (r[:, :, None] <= grid[None, None, :]).mean(axis=0)  # solvers × taus
+    result = pd.DataFrame({
+        "solver": np.repeat(ratio.columns.to_numpy(dtype=object), len(grid)),
+        "tau": np.tile(grid, len(ratio.columns)),
+        "rho": rho.reshape(-1),
+    })
+    result.attrs.update({"metric": metric, "problems": len(ratio)})
+    return result
