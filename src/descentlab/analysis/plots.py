@@ -1,0 +1,555 @@
+"""Comparison figures over many tracked runs: loss curves with confidence bands, final metrics, lr sensitivity.
+
+Inputs are the pandas frames `analysis.runs` builds (`runs`: one row per run with dotted param columns and
+summary metrics; `history`: long `run_id, step, metric, value`), so nothing here talks to MLflow or Hydra.
+Figures are plain `matplotlib.figure.Figure`s on an Agg canvas (not registered with pyplot): they render
+headless, never pop up a window and need no `plt.close` to free memory, wherever they are made.
+"""
+
+from __future__ import annotations
+
+import warnings
+import zlib
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.transforms import blended_transform_factory
+
+from descentlab.analysis.smoothing import Smoother, get_smoother
+
+__all__ = [
+    "OPTIMIZER_COLORS",
+    "OPTIMIZER_LABELS",
+    "OPTIMIZER_MARKERS",
+    "OPTIMIZER_ORDER",
+    "Style",
+    "curve_summary",
+    "final_metric_points",
+    "loss_curves",
+    "lr_sensitivity",
+    "new_figure",
+    "optimizer_style",
+    "performance_profile_plot",
+    "plot_mean_band",
+    "save_figure",
+    "t_errorbar",
+]
+
+# One look per optimizer in every figure. The first four are matplotlib's default cycle in the order the book
+# plots them (SGD, Momentum, AdaGrad, Adam), so Figure 6-9 keeps the book's colours; markers are the book's.
+OPTIMIZER_ORDER: tuple[str, ...] = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
+OPTIMIZER_COLORS: dict[str, str] = {
+    "sgd": "#1f77b4",  # tab:blue
+    "momentum": "#ff7f0e",  # tab:orange
+    "nesterov": "#9467bd",  # tab:purple
+    "adagrad": "#2ca02c",  # tab:green
+    "rmsprop": "#8c564b",  # tab:brown
+    "adam": "#d62728",  # tab:red
+    "adamw": "#e377c2",  # tab:pink
+}
+OPTIMIZER_MARKERS: dict[str, str] = {
+    "sgd": "o", "momentum": "x", "nesterov": "^", "adagrad": "s", "rmsprop": "v", "adam": "D", "adamw": "P",
+}
+OPTIMIZER_LABELS: dict[str, str] = {
+    "sgd": "SGD", "momentum": "Momentum", "nesterov": "Nesterov", "adagrad": "AdaGrad", "rmsprop": "RMSprop",
+    "adam": "Adam", "adamw": "AdamW",
+}
+_SPARE_COLORS = ("#7f7f7f", "#bcbd22", "#17becf")  # tab:gray/olive/cyan, unused by the seven above
+OPTIMIZER_COLUMN = "optimizer.name"
+# Runs whose summary metrics describe a complete run; others are left out of means and CIs and reported.
+COMPLETE_OUTCOMES: tuple[str, ...] = ("finished",)
+
+Errorbar = tuple[str, float] | None
+
+
+@dataclass(frozen=True)
+class Style:
+    """How one hue level is drawn: colour, marker (None for no marker) and legend label."""
+
+    color: Any
+    marker: str | None
+    label: str
+
+
+def optimizer_style(name: str) -> Style:
+    """The fixed look of an optimizer (case-insensitive: "Adam" and "adam" match); unknown names get a
+    spare colour chosen by a stable hash, so they too look the same in every figure."""
+    key = str(name).lower()
+    if key in OPTIMIZER_COLORS:
+        return Style(OPTIMIZER_COLORS[key], OPTIMIZER_MARKERS[key], OPTIMIZER_LABELS[key])
+    return Style(_SPARE_COLORS[zlib.crc32(key.encode()) % len(_SPARE_COLORS)], "*", str(name))
+
+
+def new_figure(figsize: tuple[float, float]) -> Figure:
+    """A figure on an Agg canvas, outside pyplot's registry (no display needed, nothing to leak)."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Any, out_dir: str | Path, name: str) -> list[Path]:
+    """Write `name`.png (150 dpi, for browsing) and `name`.pdf (vector, for papers); then close the figure.
+
+    Accepts a Figure or anything holding one in `.figure` (a seaborn FacetGrid).
+    """
+    fig = getattr(fig, "figure", fig)
+    if not name or "/" in name or "\\" in name:
+        raise ValueError(f"save_figure: name must be a plain file stem, got {name!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    import matplotlib.pyplot as plt  # only to release figures that pyplot does manage
+
+    plt.close(fig)
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------- statistics
+
+
+def _t_quantile(level: float, dof: np.ndarray | float) -> np.ndarray:
+    from scipy import stats  # scipy comes with scikit-learn, a dependency
+
+    return stats.t.ppf(0.5 + level / 200.0, dof)
+
+
+def t_errorbar(level: float = 95) -> Callable[[Sequence[float]], tuple[float, float]]:
+    """A seaborn `errorbar=` callable: the Student-t interval of the mean.
+
+    Why not seaborn's ("ci", 95): that bootstraps, which with 3 seeds gives a too-narrow, random interval;
+    the t interval is exact under normality, deterministic and the same one `loss_curves` draws.
+    """
+
+    def interval(values: Sequence[float]) -> tuple[float, float]:
+        v = np.asarray(values, dtype=float)
+        v = v[np.isfinite(v)]
+        if len(v) < 2:
+            return (np.nan, np.nan)
+        half = float(_t_quantile(level, len(v) - 1)) * v.std(ddof=1) / np.sqrt(len(v))
+        return (v.mean() - half, v.mean() + half)
+
+    return interval
+
+
+def _half_width(errorbar: Errorbar, std: pd.Series, n: pd.Series) -> np.ndarray:
+    """Half-width of the band around a mean: ("ci", level) t interval, ("se", k), ("sd", k), None."""
+    std = std.to_numpy(dtype=float)
+    n = n.to_numpy(dtype=float)
+    if errorbar is None:
+        return np.full_like(std, np.nan)
+    kind, value = errorbar
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if kind == "ci":
+            return np.where(n > 1, _t_quantile(value, np.maximum(n - 1, 1)) * std / np.sqrt(n), np.nan)
+        if kind == "se":
+            return value * std / np.sqrt(n)
+        if kind == "sd":
+            return value * std
+    raise ValueError(f"errorbar must be ('ci', level), ('se', k), ('sd', k) or None, got {errorbar!r}")
+
+
+def _select_runs(runs: pd.DataFrame, outcomes: Collection[str] | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split runs into the ones to aggregate and the rest (reported, never silently dropped)."""
+    if outcomes is None or "outcome" not in runs.columns:
+        return runs, runs.iloc[0:0]
+    keep = runs["outcome"].isin(list(outcomes))
+    return runs[keep], runs[~keep]
+
+
+def _excluded_note(excluded: pd.DataFrame) -> str | None:
+    """"left out: 2 diverged (adam ×2), 1 failed" for a figure footnote, or None."""
+    if excluded.empty:
+        return None
+    parts = []
+    for outcome, group in excluded.groupby("outcome", sort=True):
+        detail = ""
+        if OPTIMIZER_COLUMN in group.columns:
+            counts = group[OPTIMIZER_COLUMN].value_counts()
+            detail = " (" + ", ".join(f"{k} ×{v}" if v > 1 else str(k) for k, v in counts.items()) + ")"
+        parts.append(f"{len(group)} {outcome}{detail}")
+    return "left out of means and CIs: " + "; ".join(parts)
+
+
+def _add_note(fig: Figure, note: str | None) -> None:
+    if note:
+        fig.text(0.01, 0.0, note, fontsize=7, color="0.35", ha="left", va="bottom")
+
+
+def _order(values: Iterable[Any], column: str | None) -> list[Any]:
+    """Levels in a stable order: optimizers in the book's order, numbers ascending, other text sorted."""
+    levels = list(pd.unique(pd.Series(list(values))))
+    if column == OPTIMIZER_COLUMN:
+        known = {k: i for i, k in enumerate(OPTIMIZER_ORDER)}
+        return sorted(levels, key=lambda v: (known.get(str(v).lower(), len(known)), str(v)))
+    try:
+        return sorted(levels)
+    except TypeError:
+        return sorted(levels, key=str)
+
+
+def _level_label(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _styles(column: str | None, levels: Sequence[Any]) -> dict[Any, Style]:
+    """Look per hue level: the fixed optimizer palette, a sequential palette for numbers, else seaborn's."""
+    if column == OPTIMIZER_COLUMN:
+        return {v: optimizer_style(v) for v in levels}
+    import seaborn as sns
+
+    numeric = len(levels) > 0 and all(isinstance(v, int | float | np.number) for v in levels)
+    colors = sns.color_palette("viridis" if numeric else "deep", max(len(levels), 1))
+    return {v: Style(colors[i], None, _level_label(v)) for i, v in enumerate(levels)}
+
+
+def _warn_pooled(runs: pd.DataFrame, by: Sequence[str]) -> None:
+    """Warn when one group holds several runs of one seed: a mean over them pools other settings."""
+    if "seed" not in runs.columns or runs.empty:
+        return
+    dup = runs.groupby([*by, "seed"], dropna=False).size()
+    if (dup > 1).any():
+        warnings.warn(
+            f"some groups of {list(by) or 'all runs'} hold several runs with the same seed: the mean pools runs "
+            "that differ in other params; filter `runs` or add a facet",
+            stacklevel=3,
+        )
+
+
+def curve_summary(
+    history: pd.DataFrame,
+    runs: pd.DataFrame,
+    metric: str = "train/loss",
+    by: Sequence[str] = (OPTIMIZER_COLUMN,),
+    smooth: str | Smoother | None = None,
+    errorbar: Errorbar = ("ci", 95),
+    every: int = 1,
+    outcomes: Collection[str] | None = COMPLETE_OUTCOMES,
+    window: int = 11,
+    alpha: float = 0.1,
+) -> pd.DataFrame:
+    """Mean of `metric` per (`by`..., step) over runs, with band limits: columns *by, step, mean, lo, hi, n.
+
+    Each run is smoothed first (over its own full series), then steps are thinned to every `every`-th (the
+    last step always kept), then means and t intervals are computed analytically with one groupby: a
+    bootstrap per step (seaborn's default) takes minutes on 2,000 steps and is noisy with 3 seeds.
+    """
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    by = list(by)
+    missing = [c for c in by if c not in runs.columns]
+    if missing:
+        raise ValueError(f"runs has no column(s) {missing}; columns: {sorted(runs.columns)}")
+    selected, _ = _select_runs(runs, outcomes)
+    h = history.loc[history["metric"] == metric, ["run_id", "step", "value"]]
+    h = h.merge(selected[["run_id", *by]], on="run_id", how="inner")
+    if h.empty:
+        return pd.DataFrame(columns=[*by, "step", "mean", "lo", "hi", "n"])
+    h = h.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
+    smoother = get_smoother(smooth, window=window, alpha=alpha)
+    if smoother is not None:
+        h["value"] = h.groupby("run_id", sort=False)["value"].transform(lambda v: smoother(v.to_numpy()))
+    if every > 1:
+        last = h.groupby("run_id", sort=False)["step"].transform("max")
+        h = h[(h["step"] % every == 0) | (h["step"] == last)]
+    agg = h.groupby([*by, "step"], dropna=False, sort=True)["value"].agg(["mean", "std", "count"]).reset_index()
+    half = _half_width(errorbar, agg["std"], agg["count"])
+    return agg.assign(lo=agg["mean"] - half, hi=agg["mean"] + half, n=agg["count"])[
+        [*by, "step", "mean", "lo", "hi", "n"]
+    ]
+
+
+# ------------------------------------------------------------------------------------------------ figures
+
+
+def _facet_var(runs: pd.DataFrame, column: str | None) -> str | None:
+    """Facet on `column` only if it exists and takes more than one value (else a facet adds nothing)."""
+    if column is None or column not in runs.columns:
+        return None
+    return column if runs[column].nunique(dropna=False) > 1 else None
+
+
+def _band_label(errorbar: Errorbar) -> str:
+    if errorbar is None:
+        return "no band"
+    kind, value = errorbar
+    return {"ci": f"{value:g}% t-CI", "se": f"±{value:g} SE", "sd": f"±{value:g} SD"}.get(kind, str(errorbar))
+
+
+def _n_text(n: pd.Series) -> str:
+    lo, hi = int(n.min()), int(n.max())
+    return f"{lo} run{'s' if hi > 1 else ''}" if lo == hi else f"{lo}–{hi} runs"
+
+
+def plot_mean_band(ax: Any, steps: np.ndarray, mean: np.ndarray, lo: np.ndarray, hi: np.ndarray, style: Style,
+                   markevery: int | None = None, band_alpha: float = 0.2) -> None:
+    """One mean curve and, where defined, its band (fill_between) in the level's colour."""
+    ax.plot(steps, mean, color=style.color, label=style.label, lw=1.2,
+            marker=style.marker if markevery else None, markevery=markevery, ms=4)
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    if ok.any():
+        ax.fill_between(steps, lo, hi, where=ok, color=style.color, alpha=band_alpha, lw=0)
+
+
+def loss_curves(
+    history: pd.DataFrame,
+    runs: pd.DataFrame,
+    metric: str = "train/loss",
+    hue: str | None = OPTIMIZER_COLUMN,
+    col: str | None = "model.name",
+    row: str | None = "dataset.name",
+    smooth: str | Smoother | None = None,
+    errorbar: Errorbar = ("ci", 95),
+    every: int = 1,
+    logy: bool = False,
+    outcomes: Collection[str] | None = COMPLETE_OUTCOMES,
+    height: float = 3.2,
+    aspect: float = 1.5,
+) -> Figure:
+    """Mean `metric` over seeds per `hue` level with a confidence band, faceted by `col`/`row` when they vary.
+
+    One line and one band per hue level and facet. Runs whose outcome is not in `outcomes` are left out
+    (a mean over runs that stopped early is biased towards the survivors) and counted in a footnote.
+    """
+    selected, excluded = _select_runs(runs, outcomes)
+    row_var, col_var = _facet_var(selected, row), _facet_var(selected, col)
+    hue_var = hue if hue is not None and hue in selected.columns else None
+    if hue is not None and hue_var is None:
+        raise ValueError(f"runs has no hue column {hue!r}")
+    by = [v for v in (row_var, col_var, hue_var) if v is not None]
+    _warn_pooled(selected, by)
+    summary = curve_summary(history, selected, metric, by, smooth=smooth, errorbar=errorbar, every=every,
+                            outcomes=None)
+    if summary.empty:
+        raise ValueError(f"no {metric!r} history for the selected runs (outcomes {outcomes})")
+
+    row_levels = _order(summary[row_var], row_var) if row_var else [None]
+    col_levels = _order(summary[col_var], col_var) if col_var else [None]
+    hue_levels = _order(summary[hue_var], hue_var) if hue_var else [None]
+    styles = _styles(hue_var, hue_levels) if hue_var else {None: Style("C0", None, metric)}
+    fig = new_figure((height * aspect * len(col_levels) + (1.6 if hue_var else 0), height * len(row_levels)))
+    axes = fig.subplots(len(row_levels), len(col_levels), sharex=True, sharey=True, squeeze=False)
+    n_steps = summary.groupby(by, dropna=False)["step"].size().max() if by else len(summary)
+    markevery = max(1, n_steps // 10) if hue_var == OPTIMIZER_COLUMN else None
+
+    for i, rv in enumerate(row_levels):
+        for j, cv in enumerate(col_levels):
+            ax = axes[i, j]
+            facet = summary
+            if row_var:
+                facet = facet[facet[row_var] == rv]
+            if col_var:
+                facet = facet[facet[col_var] == cv]
+            for level in hue_levels:
+                part = facet[facet[hue_var] == level] if hue_var else facet
+                if part.empty:
+                    continue
+                plot_mean_band(ax, part["step"].to_numpy(), part["mean"].to_numpy(), part["lo"].to_numpy(),
+                               part["hi"].to_numpy(), styles[level], markevery=markevery)
+            title = " | ".join(f"{v} = {_level_label(x)}" for v, x in ((row_var, rv), (col_var, cv)) if v)
+            if title:
+                ax.set_title(title, fontsize=9)
+            if logy:
+                ax.set_yscale("log")
+            if i == len(row_levels) - 1:
+                ax.set_xlabel("step")
+            if j == 0:
+                ax.set_ylabel(metric)
+            ax.grid(True, alpha=0.3)
+    if hue_var:
+        handles = [Line2D([], [], color=s.color, marker=s.marker, label=s.label) for s in styles.values()]
+        fig.legend(handles=handles, title=hue_var, loc="outside right upper", fontsize=8, title_fontsize=8)
+    smoothing = f", {smooth} smoothing" if isinstance(smooth, str) else ""
+    band = f"band {_band_label(errorbar)}" if summary["n"].max() > 1 else "no band"
+    fig.suptitle(f"{metric}: mean of {_n_text(summary['n'])} per curve, {band}{smoothing}", fontsize=10)
+    _add_note(fig, _excluded_note(excluded))
+    return fig
+
+
+def _mark_excluded(ax: Any, x: np.ndarray, colors: Sequence[Any]) -> None:
+    """Runs that did not finish, as × at the top edge of the axes: seen, but kept out of the statistics."""
+    if len(x) == 0:
+        return
+    trans = blended_transform_factory(ax.transData, ax.transAxes)
+    ax.scatter(x, np.full(len(x), 0.97), transform=trans, marker="x", c=list(colors), s=40, lw=1.5,
+               clip_on=False, zorder=5, label="not finished (left out)")
+
+
+def _plot_frame(frame: pd.DataFrame, column: str | None) -> tuple[pd.DataFrame, list[str], dict[str, Any]]:
+    """A copy whose `column` holds display labels (seaborn legends show values), with order and palette."""
+    levels = _order(frame[column], column)
+    styles = _styles(column, levels)
+    out = frame.copy()
+    out[column] = out[column].map({v: styles[v].label for v in levels})
+    return out, [styles[v].label for v in levels], {styles[v].label: styles[v].color for v in levels}
+
+
+def final_metric_points(
+    runs: pd.DataFrame,
+    metric: str = "final/train_loss",
+    x: str = OPTIMIZER_COLUMN,
+    hue: str | None = "model.name",
+    level: float = 95,
+    logy: bool = False,
+    outcomes: Collection[str] | None = COMPLETE_OUTCOMES,
+) -> Figure:
+    """One summary metric per group: mean with a t interval across seeds (seaborn pointplot) over the runs
+    themselves (stripplot), so 3 seeds are never mistaken for a tight estimate.
+
+    Unfinished runs are kept out of the mean and CI; those with a value are drawn as × at the top edge.
+    A `hue` column with a single value is ignored.
+    """
+    import seaborn as sns
+
+    for c in (x, metric):
+        if c not in runs.columns:
+            raise ValueError(f"runs has no column {c!r}")
+    selected, excluded = _select_runs(runs, outcomes)
+    selected = selected[np.isfinite(selected[metric].astype(float))]
+    if selected.empty:
+        raise ValueError(f"no finished run has a finite {metric!r}")
+    hue_var = _facet_var(selected, hue)
+    data, x_order, x_palette = _plot_frame(selected, x)
+    if hue_var:
+        data, hue_order, palette = _plot_frame(data, hue_var)
+    else:  # colour by x (one legend-less colour per category: the optimizer palette)
+        hue_order, palette = x_order, x_palette
+    hue_col = hue_var or x
+    marker_col = hue_col if hue_col == OPTIMIZER_COLUMN else None
+    markers = [optimizer_style(v).marker for v in _order(selected[hue_col], hue_col)] if marker_col else "o"
+    n_hue = len(hue_order) if hue_var else 1
+    dodge = 0.8 * (n_hue - 1) / n_hue if n_hue > 1 else False  # pointplot offsets equal stripplot's
+
+    fig = new_figure((max(4.0, 1.1 * len(x_order) * max(1, n_hue) ** 0.5) + (1.5 if hue_var else 0), 3.8))
+    ax = fig.subplots()
+    sns.pointplot(data=data, x=x, y=metric, hue=hue_col, order=x_order, hue_order=hue_order, palette=palette,
+                  errorbar=t_errorbar(level), dodge=dodge, linestyle="none", capsize=0.1, markers=markers,
+                  legend=bool(hue_var), ax=ax)
+    sns.stripplot(data=data, x=x, y=metric, hue=hue_col, order=x_order, hue_order=hue_order, palette=palette,
+                  dodge=bool(dodge), jitter=0.12, alpha=0.8, size=3.5, linewidth=0.5, edgecolor="white",
+                  legend=False, ax=ax)
+    bad = excluded[excluded[x].isin(selected[x].unique())] if x in excluded.columns else excluded.iloc[0:0]
+    if not bad.empty:
+        pos = {v: i for i, v in enumerate(_order(selected[x], x))}
+        offsets = dict(zip(_order(selected[hue_var], hue_var), np.linspace(-dodge / 2, dodge / 2, n_hue),
+                           strict=True)) if hue_var else {}
+        bad = bad[bad[x].isin(pos)]
+        xs = np.array([pos[v] + offsets.get(h, 0.0) for v, h in zip(bad[x], bad[hue_var] if hue_var else bad[x],
+                                                                        strict=True)])
+        _mark_excluded(ax, xs, ["0.3"] * len(xs))
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(x)
+    ax.set_ylabel(metric)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.set_title(f"{metric}: mean and {level:g}% t-CI over seeds, dots = runs", fontsize=10)
+    if hue_var and ax.get_legend() is not None:
+        ax.get_legend().set_title(hue_var)
+    _add_note(fig, _excluded_note(excluded))
+    return fig
+
+
+def lr_sensitivity(
+    runs: pd.DataFrame,
+    metric: str = "final/train_loss",
+    hue: str | None = OPTIMIZER_COLUMN,
+    level: float = 95,
+    logy: bool = False,
+    outcomes: Collection[str] | None = COMPLETE_OUTCOMES,
+    lr: str = "optimizer.lr",
+) -> Figure:
+    """`metric` against the learning rate (log x): mean and t interval per lr and hue level, runs as dots.
+
+    Unfinished runs (typically divergence at large lr, the point of such a sweep) are drawn as × at the top
+    edge at their lr, kept out of the means.
+    """
+    import seaborn as sns
+
+    for c in (lr, metric):
+        if c not in runs.columns:
+            raise ValueError(f"runs has no column {c!r}")
+    n_lr = runs[lr].dropna().nunique()
+    if n_lr < 2:
+        raise ValueError(f"lr_sensitivity needs runs at more than one {lr}; these runs have {n_lr}")
+    selected, excluded = _select_runs(runs, outcomes)
+    selected = selected[np.isfinite(selected[metric].astype(float))]
+    if selected.empty:
+        raise ValueError(f"no finished run has a finite {metric!r}")
+    hue_var = hue if hue is not None and hue in selected.columns else None
+    fig = new_figure((6.4 if hue_var else 5.0, 4.0))
+    ax = fig.subplots()
+    if hue_var:
+        data, hue_order, palette = _plot_frame(selected, hue_var)
+        levels = _order(selected[hue_var], hue_var)
+        styles = _styles(hue_var, levels)
+        # seaborn's `style` cannot mix line-art and filled markers: Momentum's "x" becomes the filled "X"
+        markers = {styles[v].label: {"x": "X", "+": "P"}.get(styles[v].marker or "o", styles[v].marker or "o")
+                   for v in levels}
+        sns.lineplot(data=data, x=lr, y=metric, hue=hue_var, hue_order=hue_order, palette=palette,
+                     style=hue_var, style_order=hue_order, markers=markers, dashes=False,
+                     errorbar=t_errorbar(level), err_style="band", ax=ax)
+        sns.scatterplot(data=data, x=lr, y=metric, hue=hue_var, hue_order=hue_order, palette=palette,
+                        alpha=0.4, s=14, legend=False, ax=ax)
+        bad = excluded[excluded[hue_var].isin(levels)] if hue_var in excluded.columns else excluded.iloc[0:0]
+        colors = [styles[v].color for v in bad[hue_var]] if not bad.empty else []
+    else:
+        sns.lineplot(data=selected, x=lr, y=metric, marker="o", errorbar=t_errorbar(level), ax=ax)
+        sns.scatterplot(data=selected, x=lr, y=metric, alpha=0.4, s=14, ax=ax)
+        bad = excluded
+        colors = ["C0"] * len(bad)
+    _mark_excluded(ax, bad[lr].to_numpy(dtype=float) if lr in bad.columns else np.array([]), colors)
+    ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(lr)
+    ax.set_ylabel(metric)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(f"{metric} vs {lr}: mean and {level:g}% t-CI", fontsize=10)
+    if hue_var:
+        handles, labels = ax.get_legend_handles_labels()
+        ax.legend(handles, labels, title=hue_var, fontsize=8, title_fontsize=8, loc="best")
+    _add_note(fig, _excluded_note(excluded))
+    return fig
+
+
+def performance_profile_plot(profile: pd.DataFrame, logx: bool = True) -> Figure:
+    """Dolan–Moré profiles: ρ(τ), the share of problems a solver solves within τ times the best, as steps.
+
+    Higher and further left is better; ρ(1) is how often a solver is the best. Infinite τ (never solved)
+    are not drawn: the curve simply stays below 1.
+    """
+    for c in ("solver", "tau", "rho"):
+        if c not in profile.columns:
+            raise ValueError(f"profile needs columns solver, tau, rho; missing {c!r}")
+    data = profile[np.isfinite(profile["tau"].astype(float))]
+    if data.empty:
+        raise ValueError("profile has no finite tau")
+    solvers = _order(data["solver"], OPTIMIZER_COLUMN)
+    right = max(float(data["tau"].max()) * 1.05, 2.0)  # every curve runs to the same right edge
+    fig = new_figure((6.0, 4.0))
+    ax = fig.subplots()
+    for solver in solvers:
+        part = data[data["solver"] == solver].sort_values(["tau", "rho"])
+        tau, rho = part["tau"].to_numpy(dtype=float), part["rho"].to_numpy(dtype=float)
+        style = optimizer_style(solver)
+        ax.step(np.r_[tau, right], np.r_[rho, rho[-1]], where="post", color=style.color, label=style.label, lw=1.6)
+    if logx:
+        ax.set_xscale("log", base=2)
+    ax.set_xlim(1, right)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("τ (ratio to the best solver)")
+    ax.set_ylabel("ρ(τ): share of problems within τ")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    about = profile.attrs  # stats.performance_profile records what was compared
+    detail = f": {about['metric']} over {about['problems']} problems" if {"metric", "problems"} <= about.keys() else ""
+    ax.set_title(f"performance profile{detail}", fontsize=10)
+    return fig
