@@ -1,0 +1,64 @@
+"""The analysis scripts end to end: a small tracked sweep in, tables, figures and an `analysis` run out."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+
+from conftest import REPO
+
+
+def script(store, name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], cwd=store.root, env=store.env(),
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_analyze_writes_tables_and_plots_and_logs_an_analysis_run(store) -> None:
+    sweep = store.train("-m", "optimizer=sgd,adam", "seed=0,1", "training.iterations=40", "training.eval_every=20")
+    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    result = script(store, "analyze.py", "optimizer-comparison", "--out", str(store.root / "report"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = store.root / "report"
+    expected = {"summary.md", "summary.csv", "summary.tex", "runs.csv", "loss_curves.png", "loss_curves.pdf",
+                "final_train_loss.png", "vs_sgd_final_train_loss.csv"}
+    assert expected <= {p.name for p in out.iterdir()}
+    summary = pd.read_csv(out / "summary.csv")
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 4
+    adam = summary[(summary["optimizer.name"] == "adam") & (summary["metric"] == "final/train_loss")].iloc[0]
+    assert adam["n"] == 2
+    assert adam["mean"] == runs.loc[runs["optimizer.name"] == "adam", "final/train_loss"].mean()
+    analysis = [r for r in store.runs() if r.info.run_name == "analysis"]
+    assert len(analysis) == 1 and analysis[0].info.status == "FINISHED"
+    assert "summary.md" in {a.path for a in store.client().list_artifacts(analysis[0].info.run_id)}
+
+
+def test_analyze_unknown_experiment_is_one_line(store) -> None:
+    store.train("training.iterations=5")
+    result = script(store, "analyze.py", "no-such-experiment")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "no experiment named 'no-such-experiment'" in result.stderr and "optimizer-comparison" in result.stderr
+
+
+def test_reproduce_figures_from_tracked_runs(store) -> None:
+    out = store.root / "reports"
+    fig68 = script(store, "reproduce.py", "fig6_8", "--out", str(out), "--no-parallel")
+    assert fig68.returncode == 0, fig68.stderr[-2000:]
+    assert {"fig6_8.png", "fig6_8.pdf", "fig6_8_paths.csv"} <= {p.name for p in (out / "fig6_8").iterdir()}
+    paths = pd.read_csv(out / "fig6_8" / "fig6_8_paths.csv")
+    assert paths.groupby("optimizer.name")["step"].nunique().to_dict() == {o: 31 for o in
+                                                                           ("adagrad", "adam", "momentum", "sgd")}
+
+    fig69 = script(store, "reproduce.py", "fig6_9", "--seeds", "2", "--iterations", "300", "--out", str(out))
+    assert fig69.returncode == 0, fig69.stderr[-2000:]
+    files = {p.name for p in (out / "fig6_9").iterdir()}
+    assert {"fig6_9_book.png", "fig6_9_ours.png", "fig6_9_train_loss.csv", "fig6_9_summary.csv"} <= files
+    summary = pd.read_csv(out / "fig6_9" / "fig6_9_summary.csv")
+    loss = summary[summary["metric"] == "final/train_loss"].set_index("optimizer.name")["mean"]
+    assert loss.idxmax() == "sgd"  # the book's finding: SGD learns slowest
+    assert (summary.loc[summary["metric"] == "final/train_loss", "n"] == 2).all()
+    again = script(store, "reproduce.py", "fig6_9", "--seeds", "2", "--iterations", "300", "--out", str(out))
+    assert again.returncode == 0 and again.stderr.count("skipped ") == 8  # nothing trained twice
