@@ -19,7 +19,9 @@ def test_sigint_marks_the_run_killed_and_keeps_its_metrics(store) -> None:
         deadline = time.monotonic() + 120
         client = None
         while time.monotonic() < deadline and proc.poll() is None:
-            runs = store.runs() if (store.root / "mlruns" / "mlflow.db").exists() else []
+            # Read the store only once the job created its parent run: the schema is complete by then
+            # (a second process touching a database still being created races MLflow's migrations).
+            runs = store.runs() if (store.root / "multirun" / ".mlflow_sweep.json").exists() else []
             child = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
             if child:
                 client = client or store.client()
