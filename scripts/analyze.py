@@ -2,7 +2,8 @@
 
     python scripts/analyze.py optimizer-comparison [--by optimizer,model] [--sweep ID] [--out reports/NAME]
 
-Writes summary tables (Markdown, CSV, LaTeX), loss curves with 95% bands, final-metric point plots, a
+Writes summary tables (Markdown, CSV, LaTeX; with the iterations each run needed to bring its 50-step mean
+training loss under --loss-target), loss curves with 95% bands, final-metric point plots, a
 learning-rate sensitivity plot when `optimizer.lr` was swept and a performance profile when several
 models or data sets are present; prints the summary; logs everything as an `analysis` run in the experiment.
 """
@@ -28,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--by", default="optimizer,model,dataset", help="group columns (default: %(default)s)")
     parser.add_argument("--sweep", default=None, help="only this sweep: parent run id or sweep folder name")
     parser.add_argument("--baseline", default="sgd", help="optimizer the others are compared with (default sgd)")
+    parser.add_argument("--loss-target", type=float, default=0.1,
+                        help="report iterations until the 50-step mean train/loss reaches this (default 0.1)")
     parser.add_argument("--out", type=Path, default=None, help="default reports/<experiment>")
     parser.add_argument("--no-log", action="store_true", help="do not log the outputs to MLflow")
     args = parser.parse_args(argv)
@@ -46,7 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or REPO / "reports" / args.experiment
     out.mkdir(parents=True, exist_ok=True)
 
-    metrics = tuple(m for m in METRICS if m in runs.columns)
+    history = load_history(runs, metrics=["train/loss"], tracking_uri=uri)
+    target_col = f"steps_to_loss_{args.loss_target:g}"
+    if not history.empty:
+        reached = stats.steps_to_target(history, args.loss_target, metric="train/loss", smooth_window=50)
+        runs = runs.merge(reached[["run_id", "step"]].rename(columns={"step": target_col}), on="run_id", how="left")
+    metrics = tuple(m for m in (*METRICS, target_col) if m in runs.columns)
     summary = stats.aggregate(runs, by=by, metrics=metrics)
     wide = tables.format_summary(summary)
     tables.print_table(wide, title=f"{args.experiment}: {len(runs)} runs")
@@ -62,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
                 comparison = stats.compare_to_baseline(runs, args.baseline, metric, by=group)
                 tables.to_csv(comparison, out / f"vs_{args.baseline}_{metric.replace('/', '_')}.csv")
 
-    history = load_history(runs, metrics=["train/loss"], tracking_uri=uri)
     if not history.empty:
         col = "model.name" if "model.name" in by else None
         row = "dataset.name" if "dataset.name" in by else None

@@ -30,6 +30,7 @@ def test_analyze_writes_tables_and_plots_and_logs_an_analysis_run(store) -> None
     adam = summary[(summary["optimizer.name"] == "adam") & (summary["metric"] == "final/train_loss")].iloc[0]
     assert adam["n"] == 2
     assert adam["mean"] == runs.loc[runs["optimizer.name"] == "adam", "final/train_loss"].mean()
+    assert "steps_to_loss_0.1" in set(summary["metric"]) and "steps_to_loss_0.1" in runs.columns
     analysis = [r for r in store.runs() if r.info.run_name == "analysis"]
     assert len(analysis) == 1 and analysis[0].info.status == "FINISHED"
     assert "summary.md" in {a.path for a in store.client().list_artifacts(analysis[0].info.run_id)}
