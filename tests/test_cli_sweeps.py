@@ -133,3 +133,11 @@ def test_parallel_preset_runs_four_jobs_into_one_store(store) -> None:
     for run in children(runs):
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == list(range(40))
         assert len(client.get_metric_history(run.info.run_id, "test/acc")) == 3
+
+
+def test_tracking_none_trains_and_records_nothing(store) -> None:
+    result = store.train("-m", "tracking=none", "optimizer=sgd,adam", "training.iterations=30")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("FINISHED (not tracked)") == 2
+    assert "step 30/30" in result.stderr
+    assert not (store.root / "mlruns").exists()  # no store was even created

@@ -55,6 +55,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     job = JobContext.current()
     name = run_name(cfg)
     chash = config_hash(cfg)
+    if not cfg.tracking.enabled:
+        return run_untracked(cfg, name)
     uri, client, experiment_id = store_for(cfg)
 
     from descentlab.tracking import RunTracker, environment_tags, find_finished_run, get_or_create_parent
@@ -85,21 +87,39 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if job.output_dir:
         tags["hydra.output_dir"] = job.output_dir
 
+    tracker = RunTracker(client, experiment_id, name, tags=tags, parent_run_id=parent_id,
+                         flush_every=cfg.tracking.flush_every, store_every=cfg.tracking.store_every)
+    status = execute(cfg, task, tracker, job.output_dir, name)
+    print(f"{name}: {status} (run {tracker.run_id}, experiment {cfg.tracking.experiment}, {uri})", file=sys.stderr)
+    return {"status": status, "run_id": tracker.run_id, "name": name}
+
+
+def execute(cfg: DictConfig, task: ClassifyTask | Function2dTask, tracker: Any, output_dir: str | None,
+            name: str) -> str:
+    """Run the task inside the tracker's run and log the run's files; returns the terminal status."""
     from threadpoolctl import threadpool_limits
 
-    with RunTracker(client, experiment_id, name, tags=tags, parent_run_id=parent_id,
-                    flush_every=cfg.tracking.flush_every, store_every=cfg.tracking.store_every) as tracker:
+    with tracker:
         tracker.log_params(run_params(cfg))
         with threadpool_limits(limits=cfg.training.blas_threads), tempfile.TemporaryDirectory() as tmp:
             status = task.execute(tracker, Path(tmp), name)
             tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-            if job.output_dir and (Path(job.output_dir) / ".hydra").is_dir():
-                tracker.log_artifacts(str(Path(job.output_dir) / ".hydra"), "hydra")
+            if output_dir and (Path(output_dir) / ".hydra").is_dir():
+                tracker.log_artifacts(str(Path(output_dir) / ".hydra"), "hydra")
             tracker.log_history()  # metrics.csv: every point, what analysis reads
         if status != "FINISHED":
             tracker.finish(status, error=task.error)
-    print(f"{name}: {status} (run {tracker.run_id}, experiment {cfg.tracking.experiment}, {uri})", file=sys.stderr)
-    return {"status": status, "run_id": tracker.run_id, "name": name}
+    return status
+
+
+def run_untracked(cfg: DictConfig, name: str) -> dict[str, Any]:
+    """`tracking=none`: the same work with a tracker that records nothing (no store, no skipping)."""
+    from descentlab.tracking.null import NullTracker
+
+    task = ClassifyTask(cfg) if cfg.task.name == "classify" else Function2dTask(cfg)
+    status = execute(cfg, task, NullTracker(), None, name)
+    print(f"{name}: {status} (not tracked)", file=sys.stderr)
+    return {"status": status, "run_id": None, "name": name}
 
 
 class ClassifyTask:

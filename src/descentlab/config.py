@@ -87,6 +87,7 @@ class TrainingConf:
 
 @dataclass
 class TrackingConf:
+    enabled: bool = True  # false (tracking=none): train without recording anything
     uri: str | None = None
     experiment: str = "optimizer-comparison"
     store_dir: str = "mlruns"

@@ -39,6 +39,8 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _open_sweep
+        if not config.tracking.enabled:
+            return
         uri, _, _ = store_for(config)
         _open_sweep = (uri, Path(str(config.hydra.sweep.dir)))
 
