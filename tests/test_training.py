@@ -153,3 +153,19 @@ def test_book_network_on_mnist_5k_adam_beats_sgd() -> None:
     np.testing.assert_array_equal(start_weights[0], start_weights[1])
     assert final["adam"] < 0.3
     assert final["sgd"] > final["adam"]
+
+
+def test_evaluations_use_fixed_prefixes_and_the_last_one_the_whole_test_set(blobs: Blobs) -> None:
+    calls: list[tuple[int, dict]] = []
+    model, _ = train(blobs, "adam", seed=2, iterations=20, batch_size=16, eval_every=10,
+                     eval_train_subset=30, eval_test_subset=8,
+                     callback=lambda step, metrics: calls.append((step, dict(metrics))))
+    evals = {step: m for step, m in calls if "test/acc" in m}
+    assert sorted(evals) == [0, 10, 20]
+    for step in (0, 10):
+        assert (evals[step]["test/acc"] * 8) == pytest.approx(round(evals[step]["test/acc"] * 8))  # k/8 correct
+        assert (evals[step]["train/acc"] * 30) == pytest.approx(round(evals[step]["train/acc"] * 30))
+    full_loss, full_acc = model.evaluate(blobs.x_test, blobs.y_test)
+    assert evals[20]["test/acc"] == full_acc and evals[20]["test/loss"] == full_loss  # all 100 test examples
+    part_loss, _ = model.evaluate(blobs.x_test[:8], blobs.y_test[:8])
+    assert part_loss != full_loss

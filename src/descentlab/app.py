@@ -170,7 +170,8 @@ class ClassifyTask:
         try:
             history = fit(model, optimizer, self.data, iterations=t.iterations, batch_size=t.batch_size,
                           eval_every=t.eval_every, rng=streams.batches, sampling=t.sampling,
-                          callback=callback, eval_train_subset=t.eval_train_subset)
+                          callback=callback, eval_train_subset=t.eval_train_subset,
+                          eval_test_subset=t.eval_test_subset)
         except DivergedError as exc:
             tracker.set_tag("diverged_at_step", str(exc.step))
             self.error = f"DivergedError: {exc}"

@@ -80,7 +80,8 @@ class TrainingConf:
     batch_size: int = 128
     eval_every: int = 100
     sampling: str = "replacement"
-    eval_train_subset: int | None = 10_000
+    eval_train_subset: int | None = 1_000
+    eval_test_subset: int | None = 1_000
     blas_threads: int | None = 1  # 1: fastest on these small matrices, same bits under every launcher
     progress: bool = True
 
@@ -145,8 +146,9 @@ def validate(cfg: DictConfig) -> None:
     _check_int("training.iterations", t.iterations, 1)
     _check_int("training.batch_size", t.batch_size, 1)
     _check_int("training.eval_every", t.eval_every, 1)
-    if t.eval_train_subset is not None:
-        _check_int("training.eval_train_subset", t.eval_train_subset, 1)
+    for key in ("eval_train_subset", "eval_test_subset"):
+        if t[key] is not None:
+            _check_int(f"training.{key}", t[key], 1)
     if t.blas_threads is not None:
         _check_int("training.blas_threads", t.blas_threads, 1)
     if t.sampling not in SAMPLING:

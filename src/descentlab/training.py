@@ -90,11 +90,12 @@ def minibatches(n: int, batch_size: int, rng: np.random.Generator, sampling: str
         raise ValueError(f"sampling must be one of {list(SAMPLING)}, got {sampling!r}")
 
 
-def evaluate(model: Model, data: Data, train_subset: int | None) -> dict[str, float]:
-    """Accuracy on a fixed prefix of the training set and loss/accuracy on the test set."""
-    n = len(data.y_train) if train_subset is None else min(train_subset, len(data.y_train))
-    _, train_acc = model.evaluate(data.x_train[:n], data.y_train[:n])
-    test_loss, test_acc = model.evaluate(data.x_test, data.y_test)
+def evaluate(model: Model, data: Data, train_subset: int | None, test_subset: int | None = None) -> dict[str, float]:
+    """Accuracy on a fixed prefix of the training set, loss and accuracy on (a fixed prefix of) the test set."""
+    n_train = len(data.y_train) if train_subset is None else min(train_subset, len(data.y_train))
+    n_test = len(data.y_test) if test_subset is None else min(test_subset, len(data.y_test))
+    _, train_acc = model.evaluate(data.x_train[:n_train], data.y_train[:n_train])
+    test_loss, test_acc = model.evaluate(data.x_test[:n_test], data.y_test[:n_test])
     return {"train/acc": train_acc, "test/loss": test_loss, "test/acc": test_acc}
 
 
@@ -109,13 +110,16 @@ def fit(
     rng: np.random.Generator,
     sampling: str = "replacement",
     callback: Callback | None = None,
-    eval_train_subset: int | None = 10_000,
+    eval_train_subset: int | None = 1_000,
+    eval_test_subset: int | None = 1_000,
 ) -> History:
     """Train `model` with `optimizer` for `iterations` minibatch updates.
 
     `callback(step, metrics)` receives {"train/loss": ...} at every step and
     {"train/acc", "test/loss", "test/acc", "time/elapsed_s"} at step 0, every `eval_every`
-    steps and after the last update (`eval_every=None`: only at the start and the end).
+    steps and after the last update (`eval_every=None`: only at the start and the end). `train/acc` is
+    measured on the first `eval_train_subset` training examples; test metrics on the first
+    `eval_test_subset` test examples during training and on the whole test set after the last update.
     A NaN or infinite loss raises `DivergedError` before the bad update is applied.
     """
     _check_int("iterations", iterations, 1)
@@ -133,7 +137,8 @@ def fit(
     batches = minibatches(len(y), batch_size, rng, sampling)
 
     def run_eval(step: int) -> None:
-        metrics = evaluate(model, data, eval_train_subset)
+        # Evaluations during training use fixed prefixes (cheap, ~5% of a run); the last one the full test set.
+        metrics = evaluate(model, data, eval_train_subset, None if step == iterations else eval_test_subset)
         metrics["time/elapsed_s"] = time.perf_counter() - start
         history.evals.append({"step": float(step), **metrics})
         if callback is not None:
