@@ -68,7 +68,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                   file=sys.stderr)
             return {"status": "SKIPPED", "run_id": done, "name": name}
 
-    task = ClassifyTask(cfg) if cfg.task.name == "classify" else Function2dTask(cfg)  # loads data: may fail
+    task = make_task(cfg)  # loads data: may fail, before any run exists
     parent_id = None
     if job.multirun and job.sweep_dir:
         parent_id = get_or_create_parent(
@@ -116,7 +116,7 @@ def run_untracked(cfg: DictConfig, name: str) -> dict[str, Any]:
     """`tracking=none`: the same work with a tracker that records nothing (no store, no skipping)."""
     from descentlab.tracking.null import NullTracker
 
-    task = ClassifyTask(cfg) if cfg.task.name == "classify" else Function2dTask(cfg)
+    task = make_task(cfg)
     status = execute(cfg, task, NullTracker(), None, name)
     print(f"{name}: {status} (not tracked)", file=sys.stderr)
     return {"status": status, "run_id": None, "name": name}
@@ -222,3 +222,8 @@ class Function2dTask:
         tracker.log_metrics({"final/f": float(values[-1]), "final/distance_to_min": distance}, cfg.task.steps)
         tracker.log_artifact(str(path_png(self.objective, path, name, tmp / "path.png")))
         return "FINISHED"
+
+
+def make_task(cfg: DictConfig) -> ClassifyTask | Function2dTask:
+    """The task object for `task.name` (validated before this is called)."""
+    return ClassifyTask(cfg) if cfg.task.name == "classify" else Function2dTask(cfg)

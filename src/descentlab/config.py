@@ -17,7 +17,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from descentlab.data import DATASET_NAMES
 from descentlab.nn import ACTIVATIONS, init_std
-from descentlab.objectives import OBJECTIVES, get_objective
+from descentlab.objectives import OBJECTIVES
 from descentlab.optim import OPTIMIZERS, make_optimizer
 from descentlab.training import SAMPLING
 
@@ -185,7 +185,6 @@ def _check_model(model: DictConfig) -> None:
 def _check_task_2d(task: DictConfig) -> None:
     if task.objective not in OBJECTIVES:
         raise ConfigError(f"task.objective must be one of {', '.join(OBJECTIVES)}, got {task.objective!r}")
-    get_objective(task.objective)
     start = list(task.start)
     if len(start) != 2 or not all(math.isfinite(v) for v in start):
         raise ConfigError(f"task.start must be two finite numbers [x, y], got {start!r}")
