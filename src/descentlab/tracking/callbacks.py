@@ -1,9 +1,14 @@
 """Hydra callback: prepare the MLflow store before a sweep's jobs start, close the sweep's parent after.
 
-Parallel jobs race when they create the SQLite schema or the experiment (and `set_experiment` can drop
-runs into "Default"), so the launching process creates both first; jobs then only look them up. The
-parent run is created lazily by the first job that really runs (see `tracking.sweep`), so a re-run
-whose jobs are all skipped leaves no empty parent behind.
+Parallel jobs race when they create the SQLite schema, so the launching process creates the store first
+(a copy of a cached empty-schema template: no mlflow import, see `store.prepare_store`). Experiments are
+created race-safely by whichever job comes first. The parent run is created lazily by the first job that
+really runs (see `tracking.sweep`), so a re-run whose jobs are all skipped leaves no empty parent behind.
+
+Why the launching process avoids mlflow: `import mlflow` plus its SQL store cost ~2.3 s of one core. With
+the parallel (joblib) launcher the jobs run in worker processes that import mlflow anyway, so the
+launcher's own import would only delay the first job; the parent run is closed by one of those warm
+workers instead.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 
 # The sweep this process launched and has not closed yet: (tracking URI, sweep dir).
 _open_sweep: tuple[str, Path] | None = None
@@ -35,17 +42,22 @@ def store_for(cfg: DictConfig) -> tuple[str, Any, str]:
 
 
 class SweepCallback(Callback):
-    """Creates the store and experiment in the launching process; ends the sweep's parent run."""
+    """Creates the store in the launching process; ends the sweep's parent run."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _open_sweep
         if not config.tracking.enabled:
             return
-        uri, _, _ = store_for(config)
+        from descentlab.tracking.store import needs_schema_creation, prepare_store, resolve_tracking_uri
+
+        uri = resolve_tracking_uri(config.tracking.uri, config.tracking.store_dir)
+        prepare_store(uri)  # bad URIs and absent servers fail here, before any job
+        if needs_schema_creation(uri):  # no template, or a database server: MLflow's migrations run once, here
+            store_for(config)
         _open_sweep = (uri, Path(str(config.hydra.sweep.dir)))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        summary = close_open_sweep()
+        summary = close_open_sweep(_joblib_kwargs(config))
         if summary:
             print(
                 f"sweep: {summary['finished']} finished, {summary['failed']} failed, {summary['killed']} killed "
@@ -54,18 +66,47 @@ class SweepCallback(Callback):
             )
 
 
-def close_open_sweep() -> dict[str, Any] | None:
+def _joblib_kwargs(config: DictConfig) -> dict[str, Any] | None:
+    """The `joblib.Parallel` arguments Hydra's joblib launcher used, or None for other launchers."""
+    launcher = OmegaConf.select(config, "hydra.launcher")
+    if launcher is None or launcher.get("_target_") != JOBLIB_LAUNCHER:
+        return None
+    kwargs = OmegaConf.to_container(launcher, resolve=True)
+    assert isinstance(kwargs, dict)
+    kwargs.pop("_target_", None)
+    kwargs["backend"] = "loky"  # as hydra_joblib_launcher._core.launch does
+    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+
+    process_joblib_cfg(kwargs)
+    return kwargs
+
+
+def _finish(uri: str, sweep_dir: Path) -> dict[str, Any] | None:
+    from descentlab.tracking.store import open_store
+    from descentlab.tracking.sweep import finish_parent
+
+    return finish_parent(open_store(uri), sweep_dir)
+
+
+def close_open_sweep(joblib_kwargs: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """End the parent run of the sweep this process launched, if it has one still open.
 
     Called after the sweep, and by `cli.guarded_main` when the process fails or is interrupted mid-sweep
-    (Hydra skips `on_multirun_end` then). The parent's status follows its children's.
+    (Hydra skips `on_multirun_end` then). The parent's status follows its children's. With
+    `joblib_kwargs` (a sweep that ran in joblib workers) and no mlflow in this process, the work is sent
+    to the same, still warm, workers: joblib reuses its executor for identical arguments.
     """
     global _open_sweep
     if _open_sweep is None:
         return None
     uri, sweep_dir = _open_sweep
     _open_sweep = None
-    from descentlab.tracking.store import open_store
-    from descentlab.tracking.sweep import finish_parent
+    if joblib_kwargs is not None and "mlflow" not in sys.modules:
+        try:
+            from joblib import Parallel, delayed
 
-    return finish_parent(open_store(uri), sweep_dir)
+            return Parallel(**joblib_kwargs)([delayed(_finish)(uri, sweep_dir)])[0]
+        except Exception as exc:  # a broken pool: do it here
+            print(f"warning: closing the sweep's parent run in a worker failed ({exc!r}); closing it here",
+                  file=sys.stderr)
+    return _finish(uri, sweep_dir)

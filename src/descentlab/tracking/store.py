@@ -1,24 +1,31 @@
 """Where runs are stored: tracking URI resolution, store set-up, experiments.
 
-The URI helpers are plain string functions (no mlflow import), so config validation can call them
-cheaply. `open_store` and `get_or_create_experiment` import mlflow when called.
+The URI helpers and `prepare_store` are plain functions without an mlflow import (~2 s), so config
+validation and the launching process of a sweep stay cheap. `open_store` and `get_or_create_experiment`
+import mlflow when called.
 
 Facts this module relies on (measured, see the field notes): a new SQLite file opened by several
-processes at once crashes in MLflow's schema set-up, so `open_store` must run once in the launching
-process before parallel jobs start; an experiment created without `artifact_location` stores its
-artifacts under the creator's cwd; MLflow retries an absent server for minutes.
+processes at once crashes in MLflow's schema set-up, so the store must exist before parallel jobs start
+(`prepare_store` copies a cached empty-schema template in milliseconds; without one, `open_store` runs
+MLflow's ~1.2 s of migrations, once, in the launching process); an experiment created without
+`artifact_location` stores its artifacts under the creator's cwd; MLflow retries an absent server for
+minutes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import ssl
+import tempfile
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -31,7 +38,9 @@ __all__ = [
     "TrackingUnavailableError",
     "artifact_root_for",
     "get_or_create_experiment",
+    "needs_schema_creation",
     "open_store",
+    "prepare_store",
     "resolve_tracking_uri",
 ]
 
@@ -178,24 +187,115 @@ def _probe_tcp(uri: str) -> None:
         raise TrackingUnavailableError(f"tracking database {redact(uri)} is unreachable: {exc}") from exc
 
 
-def open_store(uri: str) -> MlflowClient:
-    """A client for `uri`, with the store ready for parallel writers.
+def _cache_dir() -> Path:
+    """Where the empty-schema template lives: $DESCENTLAB_CACHE_DIR, else $XDG_CACHE_HOME/descentlab, else ~/.cache."""
+    explicit = os.environ.get("DESCENTLAB_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "descentlab"
 
-    SQLite: creates the folder, the schema (MLflow does so when the client is built) and enables
-    WAL. Call it once in the launching process before jobs start. HTTP(S): probes `/health` with a
-    short timeout so an absent server fails in seconds, not after MLflow's minutes of retries;
-    PostgreSQL/MySQL: a TCP connect with the same timeout.
+
+def _schema_template() -> Path | None:
+    """An empty SQLite store with MLflow's current schema, built once per MLflow/SQLAlchemy/Alembic version.
+
+    Why: MLflow creates a new store's schema by running its ~60 Alembic migrations (~1.2 s, and several
+    processes doing it at once crash). Copying a file built by MLflow itself takes milliseconds. The
+    template holds no experiment: MLflow adds its "Default" experiment (with this store's artifact root)
+    when it first opens the copy. Returns None (and the caller lets MLflow build the schema) on any failure.
+    """
+    from importlib import metadata
+
+    try:
+        versions = "-".join(metadata.version(d) for d in ("mlflow", "sqlalchemy", "alembic"))
+    except metadata.PackageNotFoundError:
+        return None
+    template = _cache_dir() / f"mlflow-empty-{re.sub(r'[^A-Za-z0-9.]+', '_', versions)}.db"
+    if template.is_file():
+        return template
+    try:
+        template.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=template.parent, prefix=".template-") as tmp:
+            db = Path(tmp) / "mlflow.db"
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient(tracking_uri=_SQLITE_PREFIX + db.as_posix())
+            client.search_experiments(max_results=1)
+            with contextlib.suppress(Exception):  # close pooled connections before editing the file
+                client._tracking_client.store.engine.dispose()
+            del client
+            con = sqlite3.connect(db)
+            try:
+                with con:
+                    con.execute("DELETE FROM experiments")  # MLflow re-creates "Default" on first open
+                con.execute("VACUUM")
+            finally:
+                con.close()
+            with contextlib.suppress(FileExistsError):  # another process built it first: same content
+                os.link(db, template)
+        return template
+    except Exception:  # a cache is an optimisation: never fail a run for it
+        _log.warning("could not build the MLflow schema template in %s", template.parent, exc_info=True)
+        return None
+
+
+def _copy_schema_template(db: Path) -> None:
+    """Create a missing SQLite store from the template (atomically: no process ever sees half a file)."""
+    if db.exists():
+        return
+    template = _schema_template()
+    if template is None:
+        return
+    tmp = db.parent / f".{db.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"  # created with the umask's mode
+    try:
+        shutil.copyfile(template, tmp)
+        with contextlib.suppress(FileExistsError):  # a parallel job created the store first
+            os.link(tmp, db)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def prepare_store(uri: str) -> None:
+    """Get the store ready for parallel writers without importing mlflow (when the template is cached).
+
+    SQLite: the folder, the schema (copied from a cached template), WAL. HTTP(S): probes `/health` with a
+    short timeout, so an absent server fails in seconds, not after MLflow's minutes of retries.
+    PostgreSQL/MySQL: a TCP connect with the same timeout. Cheap enough for the launching process of a
+    sweep, which then needs no mlflow at all: the jobs open the store.
     """
     _validate(uri)
     scheme = urlsplit(uri).scheme.lower()
-    sql = scheme == "sqlite" or scheme.startswith(("postgresql", "mysql"))
     if scheme in ("http", "https"):
         _probe_http(uri)
-    elif sql and scheme != "sqlite":
+    elif scheme.startswith(("postgresql", "mysql")):
         _probe_tcp(uri)
     db = _sqlite_db_path(uri) if scheme == "sqlite" else None
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
+        if os.environ.get("DESCENTLAB_SCHEMA_TEMPLATE", "1").strip().lower() not in ("0", "false", "no", "off"):
+            _copy_schema_template(db)
+        if db.exists():
+            _enable_wal(db)
+
+
+def needs_schema_creation(uri: str) -> bool:
+    """True when opening `uri` may run MLflow's schema migrations (which race across processes)."""
+    scheme = urlsplit(uri).scheme.lower()
+    if scheme.startswith(("postgresql", "mysql")):
+        return True  # cannot tell cheaply whether the schema exists
+    db = _sqlite_db_path(uri) if scheme == "sqlite" else None
+    return db is not None and (not db.exists() or db.stat().st_size == 0)
+
+
+def open_store(uri: str) -> MlflowClient:
+    """A client for `uri`, with the store ready for parallel writers (see `prepare_store`).
+
+    SQLite without a cached template: MLflow creates the schema when the client is built; call this once
+    in the launching process before jobs start (`needs_schema_creation`).
+    """
+    prepare_store(uri)
+    scheme = urlsplit(uri).scheme.lower()
+    sql = scheme == "sqlite" or scheme.startswith(("postgresql", "mysql"))
 
     from mlflow.tracking import MlflowClient
 
@@ -208,8 +308,9 @@ def open_store(uri: str) -> MlflowClient:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise TrackingUnavailableError(f"tracking database {redact(uri)} is unavailable: {first}") from exc
         raise
+    db = _sqlite_db_path(uri) if scheme == "sqlite" else None
     if db is not None:
-        _enable_wal(db)
+        _enable_wal(db)  # a no-op when already WAL (MLflow created the schema just now otherwise)
     return client
 
 
