@@ -322,7 +322,7 @@ class CoreRunner(Runner):
         losses = np.empty(iterations)
         for i in range(iterations):
             b = idx[i]
-            losses[i] = model.loss_and_grad(x[b], t[b])
+            losses[i] = model.loss_and_grad(x.take(b, axis=0), t.take(b, axis=0))  # as training.fit gathers
             opt.update(model.params, model.grads)
         return losses
 
@@ -508,7 +508,7 @@ def profile_core(w: Workload, opt: str, iterations: int) -> dict[str, float]:
         for i in range(iterations):
             t0 = perf()
             b = idx[i % len(idx)]
-            xb, tb = x[b], t[b]
+            xb, tb = x.take(b, axis=0), t.take(b, axis=0)
             t1 = perf()
             model.loss_and_grad(xb, tb)
             t2 = perf()
@@ -905,7 +905,7 @@ def profile_markdown(report: dict[str, Any]) -> list[str]:
     lines.append(f"| all layers | {total_layers * 1e6:.0f} | {sum(floor.values()) * 1e6:.0f} | "
                  f"{(total_layers - sum(floor.values())) * 1e6:.0f} |")
     lines += ["", "| per optimizer (µs/it) | " + " | ".join(opts) + " |", "|---|" + "---:|" * len(opts)]
-    for key, label in (("gather", "minibatch gather x[idx]"), ("loss_and_grad", "loss_and_grad"),
+    for key, label in (("gather", "minibatch gather x.take(idx)"), ("loss_and_grad", "loss_and_grad"),
                        ("update", "optimizer update"), ("total", "total (profiled)")):
         lines.append(f"| {label} | " + " | ".join(f"{prof[o][key] * 1e6:.0f}" for o in opts) + " |")
     lines.append("| update share of total | " + " | ".join(f"{prof[o]['update'] / prof[o]['total']:.0%}"
