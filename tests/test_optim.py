@@ -453,7 +453,7 @@ def _run_path(name: str, compiled: bool, monkeypatch, dtype: type, steps: int = 
     with monkeypatch.context() as m:
         if not compiled:
             m.setattr(kernels, "kernel", lambda _name: None)
-        p = np.random.default_rng(7).standard_normal(1031).astype(dtype)  # odd size: vector loop + remainder
+        p = np.random.default_rng(7).standard_normal(4099).astype(dtype)  # odd size: vector loop + remainder
         opt = make_optimizer(name, **hyper)
         for g in _grad_sequence(steps, p.size, dtype, seed=8):
             opt.update(p, g)
@@ -490,13 +490,19 @@ def test_compiled_path_is_taken_and_non_contiguous_params_fall_back(monkeypatch)
         return lambda *args: (calls.append(name), fn(*args))
 
     monkeypatch.setattr(kernels, "kernel", spy)
+    from descentlab.optim import KERNEL_MIN_SIZE
+
+    n = KERNEL_MIN_SIZE
     opt = Adam()
-    p = np.ones(8, dtype=np.float32)
-    opt.update(p, np.full(8, 0.5, dtype=np.float32))
+    p = np.ones(n, dtype=np.float32)
+    opt.update(p, np.full(n, 0.5, dtype=np.float32))
     assert calls == ["adam_step"]
     # A strided view must still be updated in place (the NumPy path), not through a flattened copy.
-    base = np.ones(16, dtype=np.float32)
+    base = np.ones(2 * n, dtype=np.float32)
     sgd = SGD(lr=0.5)
-    sgd.update(base[::2], np.ones(8, dtype=np.float32))
+    sgd.update(base[::2], np.ones(n, dtype=np.float32))
     np.testing.assert_array_equal(base[::2], 0.5)
     np.testing.assert_array_equal(base[1::2], 1.0)
+    # Small arrays (a 2-D objective's point) never start numba.
+    Adam().update(np.ones(n - 1, dtype=np.float32), np.ones(n - 1, dtype=np.float32))
+    assert calls == ["adam_step"]

@@ -2,9 +2,9 @@
 
 Every optimizer updates ``params`` in place from ``grads``, so a network's flat float32 buffer is never upcast
 or copied. With numba (see ``descentlab.kernels``) one compiled loop reads and writes each element once; without
-it (or with ``DESCENTLAB_NUMBA=0``, or for non-contiguous arrays) a few in-place ufuncs and scratch buffers
-allocated on first use do the same arithmetic. Both evaluate the formula in the order of the book's code, in
-params' dtype, so they agree bit for bit and float64 results match the book exactly.
+it (or with ``DESCENTLAB_NUMBA=0``, for non-contiguous arrays, or under ``KERNEL_MIN_SIZE`` elements) a few
+in-place ufuncs and scratch buffers allocated on first use do the same arithmetic. Both evaluate the formula in
+the order of the book's code, in params' dtype, so they agree bit for bit and float64 results match the book.
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ __all__ = [
     "RMSprop",
     "make_optimizer",
 ]
+
+# Smaller arrays (e.g. a 2-D objective's point) take the NumPy path: a few ufunc calls cost microseconds there,
+# while the first compiled call in a process costs ~1 s of numba start-up.
+KERNEL_MIN_SIZE = 4096
 
 # A hyperparameter rule: the allowed range as the error message states it, and its test.
 _Rule = tuple[str, Callable[[float], bool]]
@@ -119,10 +123,11 @@ class Optimizer:
             self._state = {slot: np.zeros_like(params) for slot in self._slots}
         self.t += 1
         slots = self._state.values()
-        if self._compiled is None:
+        if self._compiled is None and params.size >= KERNEL_MIN_SIZE:
             self._compiled = kernels.kernel(self._kernel)
         if (
             self._compiled is not None
+            and params.size >= KERNEL_MIN_SIZE
             and params.flags.c_contiguous
             and grads.flags.c_contiguous
             and all(s.flags.c_contiguous for s in slots)
