@@ -92,7 +92,7 @@ class Workload:
     x64: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        self.x64 = self.data.x_train.astype(np.float64)  # the baseline is float64 throughout
+        self.x64 = self.data.x_train.astype(np.float64)  # the float64 matmul floor's input
 
     @property
     def iterations(self) -> int:
@@ -133,23 +133,29 @@ def config_fit_kwargs() -> dict[str, Any]:
 
 # ------------------------------------------------------------------- (a) the book-style baseline
 class BookAffine:
-    """The book's common/layers.py Affine: new arrays for out, dx, dW, db."""
+    """The book's common/layers.py Affine: new arrays for out, dx, dW, db; the input reshaped to 2-D and back.
+
+    The first layer's input is the float32 minibatch, so `np.dot` casts it to float64 in forward and backward.
+    """
 
     def __init__(self, W: np.ndarray, b: np.ndarray) -> None:
         self.W, self.b = W, b
         self.x: np.ndarray | None = None
+        self.original_x_shape: tuple[int, ...] | None = None
         self.dW: np.ndarray | None = None
         self.db: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        self.original_x_shape = x.shape
+        x = x.reshape(x.shape[0], -1)
         self.x = x
-        return np.dot(x, self.W) + self.b
+        return np.dot(self.x, self.W) + self.b
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         dx = np.dot(dout, self.W.T)
         self.dW = np.dot(self.x.T, dout)
         self.db = np.sum(dout, axis=0)
-        return dx
+        return dx.reshape(*self.original_x_shape)
 
 
 class BookRelu:
@@ -191,10 +197,15 @@ class BookSoftmaxWithLoss:
 
 
 class BookNet:
-    """The book's MultiLayerNet (weight_decay_lambda = 0, so its zero weight-decay terms are left out)."""
+    """The book's MultiLayerNet at its default weight_decay_lambda = 0, whose weight-decay terms it still computes.
 
-    def __init__(self, weights: dict[str, np.ndarray]) -> None:
+    `loss` adds 0.5 * lambda * sum(W**2) for every W and `gradient` returns dW + lambda * W (new arrays), as the
+    book's code does whatever lambda is.
+    """
+
+    def __init__(self, weights: dict[str, np.ndarray], weight_decay_lambda: float = 0) -> None:
         self.params = {k: np.array(v, dtype=np.float64) for k, v in weights.items()}
+        self.weight_decay_lambda = weight_decay_lambda
         n_layers = len(SIZES) - 1
         self.layers: dict[str, Any] = {}
         for i in range(1, n_layers + 1):
@@ -210,17 +221,23 @@ class BookNet:
         return x
 
     def loss(self, x: np.ndarray, t: np.ndarray) -> float:
-        return self.last_layer.forward(self.predict(x), t)
+        y = self.predict(x)
+        weight_decay = 0
+        for i in range(1, self.n_layers + 1):
+            W = self.params[f"W{i}"]
+            weight_decay += 0.5 * self.weight_decay_lambda * np.sum(W**2)
+        return self.last_layer.forward(y, t) + weight_decay
 
     def gradient(self, x: np.ndarray, t: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
-        loss = self.loss(x, t)
+        loss = self.loss(x, t)  # the book discards it; the benchmark records it when there is no loss pass
         dout = self.last_layer.backward(1)
         for layer in reversed(list(self.layers.values())):
             dout = layer.backward(dout)  # includes the input-image gradient, as the book computes it
         grads = {}
         for i in range(1, self.n_layers + 1):
-            grads[f"W{i}"] = self.layers[f"Affine{i}"].dW
-            grads[f"b{i}"] = self.layers[f"Affine{i}"].db
+            affine = self.layers[f"Affine{i}"]
+            grads[f"W{i}"] = affine.dW + self.weight_decay_lambda * affine.W
+            grads[f"b{i}"] = affine.db
         return loss, grads
 
 
@@ -296,9 +313,11 @@ class BookRunner(Runner):
     def __init__(self, w: Workload, opt: str, loss_pass: bool) -> None:
         self.w, self.net, self.loss_pass = w, BookNet(w.weights), loss_pass
         self.opt = BOOK_OPTIMIZERS[opt](BOOK_LR[opt])
+        self.t = w.data.y_train.astype(np.uint8)  # load_mnist's labels are uint8
 
     def train(self, iterations: int) -> np.ndarray:
-        x, t, idx, net, opt = self.w.x64, self.w.data.y_train, self.w.idx, self.net, self.opt
+        # float32 images, as the book's load_mnist(normalize=True) returns them
+        x, t, idx, net, opt = self.w.data.x_train, self.t, self.w.idx, self.net, self.opt
         losses = np.empty(iterations)
         for i in range(iterations):
             mask = idx[i]
@@ -322,7 +341,7 @@ class CoreRunner(Runner):
         losses = np.empty(iterations)
         for i in range(iterations):
             b = idx[i]
-            losses[i] = model.loss_and_grad(x[b], t[b])
+            losses[i] = model.loss_and_grad(x.take(b, axis=0), t.take(b, axis=0))  # as training.fit gathers
             opt.update(model.params, model.grads)
         return losses
 
@@ -508,7 +527,7 @@ def profile_core(w: Workload, opt: str, iterations: int) -> dict[str, float]:
         for i in range(iterations):
             t0 = perf()
             b = idx[i % len(idx)]
-            xb, tb = x[b], t[b]
+            xb, tb = x.take(b, axis=0), t.take(b, axis=0)
             t1 = perf()
             model.loss_and_grad(xb, tb)
             t2 = perf()
@@ -905,7 +924,7 @@ def profile_markdown(report: dict[str, Any]) -> list[str]:
     lines.append(f"| all layers | {total_layers * 1e6:.0f} | {sum(floor.values()) * 1e6:.0f} | "
                  f"{(total_layers - sum(floor.values())) * 1e6:.0f} |")
     lines += ["", "| per optimizer (µs/it) | " + " | ".join(opts) + " |", "|---|" + "---:|" * len(opts)]
-    for key, label in (("gather", "minibatch gather x[idx]"), ("loss_and_grad", "loss_and_grad"),
+    for key, label in (("gather", "minibatch gather x.take(idx)"), ("loss_and_grad", "loss_and_grad"),
                        ("update", "optimizer update"), ("total", "total (profiled)")):
         lines.append(f"| {label} | " + " | ".join(f"{prof[o][key] * 1e6:.0f}" for o in opts) + " |")
     lines.append("| update share of total | " + " | ".join(f"{prof[o]['update'] / prof[o]['total']:.0%}"

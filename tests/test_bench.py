@@ -90,3 +90,28 @@ def test_write_replaces_only_the_marked_section(bench_run: tuple[dict, str, Path
     assert text.endswith("<!-- bench:core:end -->\n\ntail\n")
     assert "old numbers" not in text and text.count("<!-- bench:core:start -->") == 1
     assert "| book-style float64 |" in text
+
+
+def test_book_style_net_computes_the_books_weight_decay_terms_and_casts_float32_input() -> None:
+    """BookNet follows MultiLayerNet: loss adds 0.5*lambda*sum(W**2), gradient returns dW + lambda*W."""
+    import numpy as np
+
+    bench = load_bench()
+    rng = np.random.default_rng(0)
+    sizes = list(bench.SIZES)
+    weights = {}
+    for i in range(1, len(sizes)):
+        weights[f"W{i}"] = (0.1 * rng.standard_normal((sizes[i - 1], sizes[i]))).astype(np.float32)
+        weights[f"b{i}"] = np.zeros(sizes[i], np.float32)
+    x = rng.random((8, sizes[0]), dtype=np.float32)  # float32 images, as load_mnist(normalize=True)
+    t = rng.integers(0, sizes[-1], 8).astype(np.uint8)
+    plain, decayed = bench.BookNet(weights), bench.BookNet(weights, weight_decay_lambda=0.1)
+    loss0, grads0 = plain.gradient(x, t)
+    loss1, grads1 = decayed.gradient(x, t)
+    penalty = sum(0.5 * 0.1 * np.sum(np.asarray(weights[f"W{i}"], np.float64) ** 2) for i in range(1, len(sizes)))
+    assert loss1 - loss0 == pytest.approx(penalty, rel=1e-9)
+    for i in range(1, len(sizes)):
+        assert grads0[f"W{i}"].dtype == np.float64  # the float32 input was cast by np.dot
+        np.testing.assert_allclose(grads1[f"W{i}"], grads0[f"W{i}"] + 0.1 * plain.params[f"W{i}"], rtol=1e-12)
+        np.testing.assert_array_equal(grads1[f"b{i}"], grads0[f"b{i}"])
+    assert plain.layers["Affine1"].x.dtype == np.float32

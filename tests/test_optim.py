@@ -440,3 +440,69 @@ def test_sgd_decreases_a_convex_quadratic_below_the_stability_limit(
         f_new = float(0.5 * a @ x**2)
         assert f_new < f or f == 0.0
         f = f_new
+
+
+# --- compiled kernels (descentlab.kernels) against the NumPy path ----------------------------------------
+
+
+def _run_path(name: str, compiled: bool, monkeypatch, dtype: type, steps: int = 6) -> tuple[np.ndarray, dict]:
+    """Params and state after ``steps`` updates on either the compiled or the NumPy path."""
+    from descentlab import kernels
+
+    hyper = {"lr": 0.03} | ({"weight_decay": 0.1} if name == "adamw" else {})
+    with monkeypatch.context() as m:
+        if not compiled:
+            m.setattr(kernels, "kernel", lambda _name: None)
+        p = np.random.default_rng(7).standard_normal(4099).astype(dtype)  # odd size: vector loop + remainder
+        opt = make_optimizer(name, **hyper)
+        for g in _grad_sequence(steps, p.size, dtype, seed=8):
+            opt.update(p, g)
+        return p, opt.state_dict()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_compiled_and_numpy_paths_are_bit_identical(name: str, dtype: type, monkeypatch) -> None:
+    pytest.importorskip("numba")
+    from descentlab import kernels
+
+    if not kernels.enabled():
+        pytest.skip("compiled kernels disabled (DESCENTLAB_NUMBA=0)")
+    fast_p, fast_state = _run_path(name, True, monkeypatch, dtype)
+    slow_p, slow_state = _run_path(name, False, monkeypatch, dtype)
+    assert fast_p.dtype == dtype
+    assert fast_p.tobytes() == slow_p.tobytes()
+    for slot in SLOTS[name]:
+        assert fast_state[slot].tobytes() == slow_state[slot].tobytes(), slot
+
+
+def test_compiled_path_is_taken_and_non_contiguous_params_fall_back(monkeypatch) -> None:
+    pytest.importorskip("numba")
+    from descentlab import kernels
+
+    if not kernels.enabled():
+        pytest.skip("compiled kernels disabled (DESCENTLAB_NUMBA=0)")
+    calls: list[str] = []
+    real = kernels.kernel
+
+    def spy(name: str):
+        fn = real(name)
+        return lambda *args: (calls.append(name), fn(*args))
+
+    monkeypatch.setattr(kernels, "kernel", spy)
+    from descentlab.optim import KERNEL_MIN_SIZE
+
+    n = KERNEL_MIN_SIZE
+    opt = Adam()
+    p = np.ones(n, dtype=np.float32)
+    opt.update(p, np.full(n, 0.5, dtype=np.float32))
+    assert calls == ["adam_step"]
+    # A strided view must still be updated in place (the NumPy path), not through a flattened copy.
+    base = np.ones(2 * n, dtype=np.float32)
+    sgd = SGD(lr=0.5)
+    sgd.update(base[::2], np.ones(n, dtype=np.float32))
+    np.testing.assert_array_equal(base[::2], 0.5)
+    np.testing.assert_array_equal(base[1::2], 1.0)
+    # Small arrays (a 2-D objective's point) never start numba.
+    Adam().update(np.ones(n - 1, dtype=np.float32), np.ones(n - 1, dtype=np.float32))
+    assert calls == ["adam_step"]

@@ -1,8 +1,10 @@
 """Gradient-descent update rules from *Deep Learning from Scratch*, chapter 6, for flat NumPy buffers.
 
-Every optimizer updates ``params`` in place from ``grads`` with a few vectorized in-place ufuncs and scratch
-buffers allocated once, on the first update, so a network's flat float32 buffer is never upcast or copied.
-Each ``_step`` evaluates its formula in the order of the book's code, so float64 results match it exactly.
+Every optimizer updates ``params`` in place from ``grads``, so a network's flat float32 buffer is never upcast
+or copied. With numba (see ``descentlab.kernels``) one compiled loop reads and writes each element once; without
+it (or with ``DESCENTLAB_NUMBA=0``, for non-contiguous arrays, or under ``KERNEL_MIN_SIZE`` elements) a few
+in-place ufuncs and scratch buffers allocated on first use do the same arithmetic. Both evaluate the formula in
+the order of the book's code, in params' dtype, so they agree bit for bit and float64 results match the book.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from numbers import Real
 from typing import Any, ClassVar
 
 import numpy as np
+
+from descentlab import kernels
 
 __all__ = [
     "OPTIMIZERS",
@@ -26,6 +30,10 @@ __all__ = [
     "RMSprop",
     "make_optimizer",
 ]
+
+# Smaller arrays (e.g. a 2-D objective's point) take the NumPy path: a few ufunc calls cost microseconds there,
+# while the first compiled call in a process costs ~1 s of numba start-up.
+KERNEL_MIN_SIZE = 4096
 
 # A hyperparameter rule: the allowed range as the error message states it, and its test.
 _Rule = tuple[str, Callable[[float], bool]]
@@ -52,7 +60,8 @@ class Optimizer:
 
     A subclass declares ``name``, its hyperparameter ``_rules``, the names of its persistent per-element
     ``_slots`` and how many ``_scratch`` buffers it needs; ``_step(p, g, *slots, *scratch)`` then applies
-    the formula with in-place ufuncs. ``t`` counts completed updates.
+    the formula with in-place ufuncs. ``_kernel`` names the compiled twin in ``descentlab.kernels``, called as
+    ``kernel(p, g, *slots, *_kernel_scalars(dtype))`` on flat views. ``t`` counts completed updates.
     """
 
     name: ClassVar[str]
@@ -60,6 +69,7 @@ class Optimizer:
     _slots: ClassVar[tuple[str, ...]] = ()
     _scratch: ClassVar[int] = 1
     _step: Callable[..., None]  # (p, g, *slots, *scratch) -> None, defined by each rule
+    _kernel: ClassVar[str]
     lr: float
 
     def __init__(self, **hyperparams: float) -> None:
@@ -82,6 +92,11 @@ class Optimizer:
         self._state: dict[str, np.ndarray] = {}
         self._buffers: tuple[np.ndarray, ...] = ()
         self._layout: tuple[tuple[int, ...], np.dtype] | None = None
+        self._compiled: Callable[..., None] | None = None
+
+    def _kernel_scalars(self, f: Callable[[float], Any]) -> tuple[Any, ...]:  # pragma: no cover - interface
+        """The kernel's scalar arguments for this step, each cast with ``f`` (the params' scalar type)."""
+        raise NotImplementedError
 
     def update(self, params: np.ndarray, grads: np.ndarray) -> None:
         """Apply one update to ``params`` in place; ``grads`` must have the same shape and dtype."""
@@ -104,12 +119,29 @@ class Optimizer:
                 f"{owner}.update: params changed from {self._layout[0]} {self._layout[1]} to "
                 f"{params.shape} {params.dtype} between updates; call reset() first"
             )
-        if not self._buffers:  # first update, or first after load_state_dict
-            if not self._state:
-                self._state = {slot: np.zeros_like(params) for slot in self._slots}
-            self._buffers = tuple(np.empty_like(params) for _ in range(self._scratch))
+        if not self._state and self._slots:  # first update, or first after reset
+            self._state = {slot: np.zeros_like(params) for slot in self._slots}
         self.t += 1
-        self._step(params, grads, *self._state.values(), *self._buffers)
+        slots = self._state.values()
+        if self._compiled is None and params.size >= KERNEL_MIN_SIZE:
+            self._compiled = kernels.kernel(self._kernel)
+        if (
+            self._compiled is not None
+            and params.size >= KERNEL_MIN_SIZE
+            and params.flags.c_contiguous
+            and grads.flags.c_contiguous
+            and all(s.flags.c_contiguous for s in slots)
+        ):
+            self._compiled(
+                params.reshape(-1),
+                grads.reshape(-1),
+                *(s.reshape(-1) for s in slots),
+                *self._kernel_scalars(params.dtype.type),
+            )
+            return
+        if not self._buffers:  # the NumPy path's scratch, allocated once
+            self._buffers = tuple(np.empty_like(params) for _ in range(self._scratch))
+        self._step(params, grads, *slots, *self._buffers)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume bit-identically, as plain types (``np.savez(path, **sd)`` works).
@@ -157,12 +189,16 @@ class SGD(Optimizer):
 
     name = "sgd"
     _rules: ClassVar[dict[str, _Rule]] = {"lr": _POSITIVE}
+    _kernel = "sgd_step"
 
     def __init__(self, lr: float = 0.01) -> None:
         super().__init__(lr=lr)
 
     def _step(self, p: np.ndarray, g: np.ndarray, buf: np.ndarray) -> None:
         p -= np.multiply(g, self.lr, out=buf)
+
+    def _kernel_scalars(self, f: Callable[[float], Any]) -> tuple[Any, ...]:
+        return (f(self.lr),)
 
 
 class Momentum(Optimizer):
@@ -172,6 +208,7 @@ class Momentum(Optimizer):
     momentum: float
     _rules: ClassVar[dict[str, _Rule]] = {"lr": _POSITIVE, "momentum": _UNIT}
     _slots = ("v",)
+    _kernel = "momentum_step"
 
     def __init__(self, lr: float = 0.01, *, momentum: float = 0.9) -> None:
         super().__init__(lr=lr, momentum=momentum)
@@ -180,6 +217,9 @@ class Momentum(Optimizer):
         v *= self.momentum
         v -= np.multiply(g, self.lr, out=buf)
         p += v
+
+    def _kernel_scalars(self, f: Callable[[float], Any]) -> tuple[Any, ...]:
+        return f(self.momentum), f(self.lr)
 
 
 class Nesterov(Momentum):
@@ -190,6 +230,7 @@ class Nesterov(Momentum):
     """
 
     name = "nesterov"
+    _kernel = "nesterov_step"
 
     def _step(self, p: np.ndarray, g: np.ndarray, v: np.ndarray, buf: np.ndarray) -> None:
         mu, lr = self.momentum, self.lr
@@ -197,6 +238,10 @@ class Nesterov(Momentum):
         p -= np.multiply(g, (1.0 + mu) * lr, out=buf)
         v *= mu
         v -= np.multiply(g, lr, out=buf)
+
+    def _kernel_scalars(self, f: Callable[[float], Any]) -> tuple[Any, ...]:
+        mu, lr = self.momentum, self.lr
+        return f(mu * mu), f((1.0 + mu) * lr), f(mu), f(lr)
 
 
 class AdaGrad(Optimizer):
@@ -207,6 +252,7 @@ class AdaGrad(Optimizer):
     _rules: ClassVar[dict[str, _Rule]] = {"lr": _POSITIVE, "eps": _POSITIVE}
     _slots = ("h",)
     _scratch = 2
+    _kernel = "adagrad_step"
 
     def __init__(self, lr: float = 0.01, *, eps: float = 1e-7) -> None:
         super().__init__(lr=lr, eps=eps)
@@ -216,6 +262,9 @@ class AdaGrad(Optimizer):
         np.sqrt(h, out=denom)
         denom += self.eps
         p -= np.divide(np.multiply(g, self.lr, out=num), denom, out=num)
+
+    def _kernel_scalars(self, f: Callable[[float], Any]) -> tuple[Any, ...]:
+        return f(self.lr), f(self.eps)
 
 
 class RMSprop(Optimizer):
@@ -227,6 +276,7 @@ class RMSprop(Optimizer):
     _rules: ClassVar[dict[str, _Rule]] = {"lr": _POSITIVE, "decay_rate": _UNIT, "eps": _POSITIVE}
     _slots = ("h",)
     _scratch = 2
+    _kernel = "rmsprop_step"
 
     def __init__(self, lr: float = 0.01, *, decay_rate: float = 0.99, eps: float = 1e-7) -> None:
         super().__init__(lr=lr, decay_rate=decay_rate, eps=eps)
@@ -237,6 +287,9 @@ class RMSprop(Optimizer):
         np.sqrt(h, out=denom)
         denom += self.eps
         p -= np.divide(np.multiply(g, self.lr, out=num), denom, out=num)
+
+    def _kernel_scalars(self, f: Callable[[float], Any]) -> tuple[Any, ...]:
+        return f(self.decay_rate), f(1.0 - self.decay_rate), f(self.lr), f(self.eps)
 
 
 class Adam(Optimizer):
@@ -258,6 +311,7 @@ class Adam(Optimizer):
     }
     _slots = ("m", "v")
     _scratch = 2
+    _kernel = "adam_step"
 
     def __init__(self, lr: float = 0.001, *, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7) -> None:
         super().__init__(lr=lr, beta1=beta1, beta2=beta2, eps=eps)
@@ -266,12 +320,21 @@ class Adam(Optimizer):
         self, p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, denom: np.ndarray, num: np.ndarray
     ) -> None:
         b1, b2 = self.beta1, self.beta2
-        lr_t = self.lr * math.sqrt(1.0 - b2**self.t) / (1.0 - b1**self.t)
         m += np.multiply(np.subtract(g, m, out=num), 1.0 - b1, out=num)
         v += np.multiply(np.subtract(np.multiply(g, g, out=num), v, out=num), 1.0 - b2, out=num)
         np.sqrt(v, out=denom)
         denom += self.eps
-        p -= np.divide(np.multiply(m, lr_t, out=num), denom, out=num)
+        p -= np.divide(np.multiply(m, self._lr_t(), out=num), denom, out=num)
+
+    def _lr_t(self) -> float:
+        """The step size with both bias corrections, in Python floats."""
+        return self.lr * math.sqrt(1.0 - self.beta2**self.t) / (1.0 - self.beta1**self.t)
+
+    def _decay(self) -> float:
+        return 1.0
+
+    def _kernel_scalars(self, f: Callable[[float], Any]) -> tuple[Any, ...]:
+        return f(self._decay()), f(1.0 - self.beta1), f(1.0 - self.beta2), f(self._lr_t()), f(self.eps)
 
 
 class AdamW(Adam):
@@ -296,8 +359,11 @@ class AdamW(Adam):
         self, p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, denom: np.ndarray, num: np.ndarray
     ) -> None:
         if self.weight_decay:
-            p *= 1.0 - self.lr * self.weight_decay
+            p *= self._decay()
         super()._step(p, g, m, v, denom, num)
+
+    def _decay(self) -> float:
+        return 1.0 - self.lr * self.weight_decay
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {

@@ -150,7 +150,8 @@ def fit(
             if step == 0 or (eval_every is not None and step % eval_every == 0):
                 run_eval(step)
             idx = next(batches)
-            loss = model.loss_and_grad(x[idx], y[idx])
+            # take() rather than x[idx]: same rows, a little faster (a preallocated out= was slower here).
+            loss = model.loss_and_grad(x.take(idx, axis=0), y.take(idx, axis=0))
             if not math.isfinite(loss):
                 history.losses = history.losses[:step]
                 history.elapsed_s = time.perf_counter() - start

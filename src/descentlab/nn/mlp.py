@@ -170,7 +170,12 @@ class MLP:
             layer.rng = rng
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        """Class scores (logits) for a batch `x` of shape (n, input_size)."""
+        """Class scores (logits) for a batch `x` of shape (n, input_size), as a new array."""
+        out = self._forward(x, train)
+        return out.copy() if train else out
+
+    def _forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        """Logits; in training mode they live in the last layer's buffer, overwritten by the next pass."""
         out = np.asarray(x, dtype=self.dtype)
         for layer in self.layers:
             out = layer.forward(out, train)
@@ -185,7 +190,7 @@ class MLP:
 
     def loss(self, x: np.ndarray, t: np.ndarray, train: bool = False) -> float:
         """Mean cross-entropy plus the weight-decay penalty, without touching the gradients."""
-        losses, _ = softmax_cross_entropy(self.forward(x, train), np.asarray(t))
+        losses, _ = softmax_cross_entropy(self._forward(x, train), np.asarray(t))
         return float(losses.mean()) + self.penalty()
 
     def loss_and_grad(self, x: np.ndarray, t: np.ndarray) -> float:
@@ -194,7 +199,7 @@ class MLP:
         The loss is the one the gradient belongs to (before the update), so a training step
         never needs a second forward pass just to record it.
         """
-        loss = self.head.forward(self.forward(x, train=True), np.asarray(t))
+        loss = self.head.forward(self._forward(x, train=True), np.asarray(t))
         dout: np.ndarray | None = self.head.backward()
         for layer in reversed(self.layers):
             dout = layer.backward(dout)
