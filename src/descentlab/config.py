@@ -186,8 +186,9 @@ def check_targets(cfg: DictConfig) -> None:
             raise ConfigError(f"{path}._target_ must name a class in descentlab (descentlab.…), got {target!r}")
         if path == "hydra" or path.startswith("hydra."):
             continue  # launcher/sweeper: Hydra instantiates only registered hydra_plugins classes
-        raise ConfigError(f"{path + '.' if path else ''}_target_ is not allowed: descentlab instantiates no objects from "
-                          f"the job config, got _target_={target!r}")
+        where = f"{path}._target_" if path else "_target_"
+        raise ConfigError(f"{where} is not allowed: descentlab instantiates no objects from the job config, "
+                          f"got _target_={target!r}")
 
 
 def _targets(tree: object, path: str) -> list[tuple[str, object]]:
