@@ -294,6 +294,35 @@ def test_hydra_full_error_shows_the_traceback(shared: tuple[Store, str, int]) ->
     assert [r.info.run_id for r in store.runs()] == [finished_id]
 
 
+def test_disk_full_mid_run_is_one_line_and_the_run_ends_failed(shared: tuple[Store, str, int]) -> None:
+    """A real write failure after the run exists: RLIMIT_FSIZE (200 KiB) on the process makes writing the
+    313 KB weights file fail with EFBIG, as a full disk fails with ENOSPC. The store's writes fit under the
+    limit (SQLite appends to its small WAL file), so the run can still be closed."""
+    import resource
+    import subprocess
+
+    store, finished_id, _ = shared
+    limit = 200 * 1024
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "training.iterations=5", "training.progress=false", "seed=11",
+         f"hydra.run.dir={store.root}/outputs/fsize"],
+        cwd=store.root, env=store.env(), capture_output=True, text=True, timeout=300, preexec_fn=cap)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert errors == ["error: out of disk space or over the file-size limit: [Errno 27] File too large; free space "
+                      "and run the command again (FINISHED runs are skipped)"], proc.stderr[-3000:]
+    runs = {r.info.run_id: r for r in store.runs()}
+    assert runs[finished_id].info.status == "FINISHED"
+    (failed,) = [r for r in runs.values() if r.info.run_id != finished_id]
+    assert failed.info.status == "FAILED" and "File too large" in failed.data.tags["error"]
+    store.client().delete_run(failed.info.run_id)  # leave the shared store as the other cases expect it
+
+
 def write_docs() -> None:
     """Run every case and write docs/errors.md from the messages they print."""
     import tempfile
