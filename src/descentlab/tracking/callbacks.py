@@ -34,14 +34,23 @@ def store_for(cfg: DictConfig) -> tuple[str, Any, str]:
     return uri, client, experiment_id
 
 
+def repair_stale(client: Any, experiment_id: str, config_hash: str | None = None) -> None:
+    """Mark runs of killed jobs FAILED (`tracking.repair`) so that this launch redoes their configs; say so."""
+    from descentlab.tracking.repair import repair_experiment
+
+    for stale in repair_experiment(client, experiment_id, config_hash=config_hash):
+        print(f"repaired: run {stale.run_id} ({stale.run_name}) marked FAILED: {stale.reason}", file=sys.stderr)
+
+
 class SweepCallback(Callback):
-    """Creates the store and experiment in the launching process; ends the sweep's parent run."""
+    """Creates the store and experiment in the launching process, repairs runs of killed jobs; ends the parent."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _open_sweep
         if not config.tracking.enabled:
             return
-        uri, _, _ = store_for(config)
+        uri, client, experiment_id = store_for(config)
+        repair_stale(client, experiment_id)
         _open_sweep = (uri, Path(str(config.hydra.sweep.dir)))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

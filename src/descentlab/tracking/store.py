@@ -191,6 +191,9 @@ def open_store(uri: str) -> MlflowClient:
     sql = scheme == "sqlite" or scheme.startswith(("postgresql", "mysql"))
     if scheme in ("http", "https"):
         _probe_http(uri)
+        from descentlab.tracking.retry import bound_mlflow_http_retries
+
+        bound_mlflow_http_retries()  # our retries (tracking.retry) bound the wait, not MLflow's 4 minutes
     elif sql and scheme != "sqlite":
         _probe_tcp(uri)
     db = _sqlite_db_path(uri) if scheme == "sqlite" else None
