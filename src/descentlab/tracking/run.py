@@ -170,7 +170,7 @@ class RunTracker:
             self.finish(status, error)
         except unsent.TrackingLostError as lost:  # the store is gone: say where the metrics went
             if issubclass(exc_type, Exception):
-                raise lost from exc
+                raise lost  # its message quotes the store's error; its context keeps `exc`
             _log.error("%s", lost)
         except Exception:  # never mask the run's own exception
             _log.warning("could not close run %s cleanly", self.run_id, exc_info=True)
@@ -228,11 +228,12 @@ class RunTracker:
         lost = next((p for p in problems if is_transient(p)), None)
         if lost is None:
             return
+        # Not chained (`from lost`): the CLI would append the cause to the one-line message, which quotes it.
         raise unsent.save_unsent(
             self.spill_dir, run_id=str(self.run_id), experiment_id=self.experiment_id,
             tracking_uri=str(self.client.tracking_uri), run_name=self.run_name, status=status, error=lost,
             unsent=self._pending, history=self._points,
-        ) from lost
+        )
 
     def _require_started(self) -> str:
         if self.run_id is None:

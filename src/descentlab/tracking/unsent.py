@@ -71,10 +71,11 @@ def save_unsent(
         "saved_at_ms": int(time.time() * 1000),
     }
     (out / UNSENT_JSON).write_text(json.dumps(state, indent=2), encoding="utf-8")
+    last = first if len(first) <= 160 else first[:157] + "..."
     return TrackingLostError(
-        f"tracking store {redact(tracking_uri)} went away during run {run_id} and did not come back: "
-        f"{len(unsent)} unsent metric points saved to {out / UNSENT_CSV} (full history in {out / HISTORY_COPY}); "
-        f"re-import with: python scripts/runs.py import-unsent {out}"
+        f"tracking store {redact(tracking_uri)} went away during run {run_id} and did not come back "
+        f"(last error: {last}); {len(unsent)} unsent metric points saved to {out / UNSENT_CSV} "
+        f"(full history in {out / HISTORY_COPY}); re-import with: python scripts/runs.py import-unsent {out}"
     )
 
 
