@@ -223,3 +223,24 @@ def test_lost_store_saves_every_unsent_point_and_import_restores_them(
     assert "metrics.csv" in {a.path for a in client.list_artifacts(tracker.run_id)}
     import_unsent(tmp_path / "job", tracking_uri=client.tracking_uri)  # repeating it adds nothing
     assert len(client.get_metric_history(tracker.run_id, "train/loss")) == n_logged
+
+
+def test_runs_script_lists_and_repairs(mlstore, tmp_path: Path) -> None:
+    client, exp = mlstore
+    dead = make_run(client, exp, "dead-job", pid=dead_pid())
+    script = [sys.executable, str(Path(__file__).resolve().parent.parent / "scripts" / "runs.py"),
+              "--uri", client.tracking_uri]
+
+    def runs(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*script, *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+    dry = runs("repair", "faults", "--dry-run")
+    assert dry.returncode == 0 and f"would mark FAILED: {dead}" in dry.stdout
+    assert client.get_run(dead).info.status == "RUNNING"
+    done = runs("repair", "faults")
+    assert done.returncode == 0 and dead in done.stdout and "1 stale runs marked FAILED" in done.stderr
+    listed = runs("list", "faults", "--status", "FAILED")
+    assert listed.returncode == 0 and dead in listed.stdout and "is gone" in listed.stdout
+    missing = runs("repair", "no-such-experiment")
+    assert missing.returncode == 2 and missing.stderr.startswith("error: no experiment 'no-such-experiment'")
+    assert client.get_run(dead).info.status == "FAILED"
