@@ -300,6 +300,9 @@ def prepare_store(uri: str) -> None:
     scheme = urlsplit(uri).scheme.lower()
     if scheme in ("http", "https"):
         _probe_http(uri)
+        from descentlab.tracking.retry import bound_mlflow_http_retries
+
+        bound_mlflow_http_retries()  # our retries (tracking.retry) bound the wait, not MLflow's 4 minutes
     elif scheme.startswith(("postgresql", "mysql")):
         _probe_tcp(uri)
     db = _sqlite_db_path(uri) if scheme == "sqlite" else None
