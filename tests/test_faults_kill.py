@@ -32,9 +32,10 @@ def test_sigkilled_job_is_repaired_and_only_unfinished_configs_rerun(store) -> N
                     time.sleep(0.2)  # kill a later job, so that the re-run has finished configs to skip
                     continue
                 for run in runs:
-                    if run.info.status == "RUNNING" and PID_TAG in run.data.tags and \
-                            len(client.get_metric_history(run.info.run_id, "train/loss")) >= 200:
-                        victim = run  # training, with points already in the store
+                    stored = len(client.get_metric_history(run.info.run_id, "train/loss")) \
+                        if run.info.status == "RUNNING" and PID_TAG in run.data.tags else 0
+                    if 200 <= stored <= ITERATIONS // 2:
+                        victim = run  # mid-training, with points already in the store and far from its end
                         break
             time.sleep(0.2)
         assert victim is not None, proc.communicate(timeout=60)[1][-3000:]
@@ -45,15 +46,18 @@ def test_sigkilled_job_is_repaired_and_only_unfinished_configs_rerun(store) -> N
             proc.kill()
             proc.wait()
     assert proc.returncode != 0, stderr[-3000:]  # the launcher saw its worker die
-    assert store.client().get_run(victim.info.run_id).info.status == "RUNNING"  # the fault: nobody closed it
+    # The fault: the victim never finished. A job the launcher started after the kill may already have
+    # repaired it (every job repairs its experiment before its skip check); otherwise the re-run does.
+    assert store.client().get_run(victim.info.run_id).info.status in ("RUNNING", "FAILED")
     first = {r.info.run_id: r.info.status for r in store.runs() if "mlflow.parentRunId" in r.data.tags}
     finished_first = {r for r, s in first.items() if s == "FINISHED"}
     assert finished_first and victim.info.run_id not in finished_first
 
     again = store.train(*SWEEP)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"repaired: run {victim.info.run_id}" in again.stderr
-    n_repaired = again.stderr.count("repaired: run ")
+    both = stderr + again.stderr
+    assert f"repaired: run {victim.info.run_id}" in both
+    n_repaired = both.count("repaired: run ")
     assert again.stderr.count("skipped ") == len(finished_first)  # finished configs are not redone
 
     runs = store.runs()
