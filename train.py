@@ -7,9 +7,10 @@ import hydra
 from omegaconf import DictConfig
 
 from descentlab.cli import guarded_main
-from descentlab.config import register_schemas
+from descentlab.config import register_schemas, restrict_targets
 
 register_schemas()
+restrict_targets()  # Hydra may instantiate only descentlab classes from a config
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from descentlab.config import ConfigError, config_hash, optimizer_hyperparams, run_name, run_params, validate
 from descentlab.optim import make_optimizer
-from descentlab.tracking.callbacks import store_for
+from descentlab.tracking.callbacks import repair_stale, store_for
 
 
 @dataclass
@@ -61,6 +61,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     from descentlab.tracking import RunTracker, environment_tags, find_finished_run, get_or_create_parent
 
+    # Every job (the launcher of a sweep imports no mlflow): runs of killed jobs end FAILED, so they are redone.
+    repair_stale(client, experiment_id)
     if not cfg.force:
         done = find_finished_run(client, experiment_id, chash)
         if done is not None:
@@ -88,7 +90,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         tags["hydra.output_dir"] = job.output_dir
 
     tracker = RunTracker(client, experiment_id, name, tags=tags, parent_run_id=parent_id,
-                         flush_every=cfg.tracking.flush_every, store_every=cfg.tracking.store_every)
+                         flush_every=cfg.tracking.flush_every, store_every=cfg.tracking.store_every,
+                         spill_dir=job.output_dir)
     status = execute(cfg, task, tracker, job.output_dir, name)
     print(f"{name}: {status} (run {tracker.run_id}, experiment {cfg.tracking.experiment}, {uri})", file=sys.stderr)
     return {"status": status, "run_id": tracker.run_id, "name": name}

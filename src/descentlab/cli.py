@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import os
 import re
 import sys
@@ -42,6 +43,14 @@ def _known_errors() -> tuple[type[BaseException], ...]:
             TrackingUnavailableError)
 
 
+# A full disk (or a file-size limit) mid-run: the run is already marked FAILED by its tracker; say so in one line.
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _storage_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS
+
+
 def guarded_main(main: Callable[[], object], entry_file: str) -> None:
     """Run a `@hydra.main` function; turn known errors into one line and exit code 2."""
     # The store defaults to <repo>/mlruns, the folder of train.py, whatever the working directory.
@@ -61,8 +70,12 @@ def guarded_main(main: Callable[[], object], entry_file: str) -> None:
         raise
     except BaseException as exc:
         close_open_sweep()
-        if full_error or not isinstance(exc, _known_errors()):
+        if full_error or not (isinstance(exc, _known_errors()) or _storage_error(exc)):
             raise
+        if _storage_error(exc):
+            print(f"error: out of disk space or over the file-size limit: {one_line(exc)}; free space and run "
+                  "the command again (FINISHED runs are skipped)", file=sys.stderr)
+            sys.exit(2)
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
     if os.environ.get("DESCENTLAB_FAST_EXIT", "1").strip().lower() not in ("0", "false", "no", "off"):

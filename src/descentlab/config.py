@@ -94,6 +94,9 @@ class TrackingConf:
     store_dir: str = "mlruns"
     flush_every: int = 1000
     store_every: int = 1
+    # Free space the store's folder must have before a run starts: a full disk found mid-run can leave a
+    # run that cannot even be marked FAILED. 0 turns the check off.
+    min_free_mb: float = 50.0
 
 
 @dataclass
@@ -131,14 +134,26 @@ def register_schemas() -> None:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check every value the schemas cannot; raise ConfigError with one line on the first bad one."""
+    """Check every value the schemas cannot, then the store; raise ConfigError with one line on the first bad one.
+
+    Store problems (unwritable folder, too little free space) raise TrackingUnavailableError.
+    """
+    check_targets(cfg)
     _check_optimizer(cfg.optimizer)
     _check_int("seed", cfg.seed, 0)
     if cfg.task.name not in TASKS:
         raise ConfigError(f"task.name must be one of {', '.join(TASKS)}, got {cfg.task.name!r}")
     if cfg.task.name == "function2d":
         _check_task_2d(cfg.task)
-        return
+    else:
+        _check_classify(cfg)
+    _check_int("tracking.flush_every", cfg.tracking.flush_every, 1)
+    _check_int("tracking.store_every", cfg.tracking.store_every, 1)
+    if cfg.tracking.enabled:
+        check_store(cfg.tracking)
+
+
+def _check_classify(cfg: DictConfig) -> None:
     _check_model(cfg.model)
     if cfg.dataset.name not in DATASET_NAMES:
         raise ConfigError(f"dataset.name must be one of {', '.join(DATASET_NAMES)}, got {cfg.dataset.name!r}")
@@ -153,8 +168,78 @@ def validate(cfg: DictConfig) -> None:
         _check_int("training.blas_threads", t.blas_threads, 1)
     if t.sampling not in SAMPLING:
         raise ConfigError(f"training.sampling must be one of {', '.join(SAMPLING)}, got {t.sampling!r}")
-    _check_int("tracking.flush_every", cfg.tracking.flush_every, 1)
-    _check_int("tracking.store_every", cfg.tracking.store_every, 1)
+
+
+def check_targets(cfg: DictConfig) -> None:
+    """Reject `_target_` keys that would make Hydra import and call something outside descentlab.
+
+    descentlab instantiates nothing from the job config, so a `_target_` there is always an error; under
+    `hydra.callbacks` (which Hydra instantiates) only `descentlab.` targets are allowed. Hydra itself only
+    instantiates launchers and sweepers registered under `hydra_plugins`, and blocks `os.system` and
+    friends, but allows any other importable callable: this is the allow-list on top.
+    """
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    for path, target in _targets(tree, ""):
+        if path.startswith("hydra.callbacks."):
+            if isinstance(target, str) and target.startswith("descentlab."):
+                continue
+            raise ConfigError(f"{path}._target_ must name a class in descentlab (descentlab.…), got {target!r}")
+        if path == "hydra" or path.startswith("hydra."):
+            continue  # launcher/sweeper: Hydra instantiates only registered hydra_plugins classes
+        where = f"{path}._target_" if path else "_target_"
+        raise ConfigError(f"{where} is not allowed: descentlab instantiates no objects from the job config, "
+                          f"got _target_={target!r}")
+
+
+def _targets(tree: object, path: str) -> list[tuple[str, object]]:
+    found: list[tuple[str, object]] = []
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else []
+    for key, value in items:
+        if key == "_target_":
+            found.append((path, value))
+        else:
+            found += _targets(value, f"{path}.{key}" if path else str(key))
+    return found
+
+
+def restrict_targets() -> None:
+    """Make Hydra check `check_targets` before it instantiates the `hydra.callbacks` of a config.
+
+    Hydra builds its callbacks before our job function runs, so the check has to sit in front of
+    `hydra._internal.callbacks.Callbacks` (Hydra 1.3). Idempotent. The job's own config is also checked
+    in `validate`, for per-job sweep overrides.
+    """
+    from hydra._internal import callbacks
+
+    init = callbacks.Callbacks.__init__
+    if getattr(init, "descentlab_checked", False):
+        return
+
+    def checked_init(self: Any, config: DictConfig | None = None) -> None:
+        if config is not None:
+            check_targets(config)
+        init(self, config)
+
+    checked_init.descentlab_checked = True  # type: ignore[attr-defined]
+    callbacks.Callbacks.__init__ = checked_init  # type: ignore[method-assign]
+
+
+def check_store(tracking: DictConfig) -> None:
+    """The tracking URI is well formed and a local store's folder is writable with room to spare.
+
+    Runs before any MLflow import or run, so a bad URI, a read-only folder or a full disk is one line, not
+    a traceback or a run that cannot be closed.
+    """
+    from descentlab.tracking.store import check_store_writable, resolve_tracking_uri
+
+    if not (math.isfinite(tracking.min_free_mb) and tracking.min_free_mb >= 0):
+        raise ConfigError(f"tracking.min_free_mb must be a finite number >= 0, got {tracking.min_free_mb!r}")
+    source = "tracking.uri" if tracking.uri else "MLFLOW_TRACKING_URI"
+    try:
+        uri = resolve_tracking_uri(tracking.uri, tracking.store_dir)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    check_store_writable(uri, tracking.min_free_mb)
 
 
 def _check_optimizer(opt: DictConfig) -> None:

@@ -48,6 +48,7 @@ class History:
     losses: np.ndarray
     evals: list[dict[str, float]] = field(default_factory=list)
     elapsed_s: float = 0.0
+    start_step: int = 0  # losses[i] is the loss at step start_step + i (0 unless resumed)
 
     def summary(self, window: int = 100) -> dict[str, float]:
         """Summary metrics: mean loss of the last `window` steps, final and best test accuracy."""
@@ -112,6 +113,7 @@ def fit(
     callback: Callback | None = None,
     eval_train_subset: int | None = 1_000,
     eval_test_subset: int | None = 1_000,
+    start_step: int = 0,
 ) -> History:
     """Train `model` with `optimizer` for `iterations` minibatch updates.
 
@@ -121,8 +123,16 @@ def fit(
     measured on the first `eval_train_subset` training examples; test metrics on the first
     `eval_test_subset` test examples during training and on the whole test set after the last update.
     A NaN or infinite loss raises `DivergedError` before the bad update is applied.
+
+    Resuming: `start_step=k` continues a run whose model and optimizer were restored after k updates (see
+    `descentlab.checkpoint`); `rng` must be the minibatch generator *as the run started* (the same seed's
+    `RandomStreams.batches`): the k batches already used are drawn again and dropped, which is exact for both
+    samplings and costs microseconds. Steps k..iterations-1 then see the same batches as an unbroken run.
     """
     _check_int("iterations", iterations, 1)
+    _check_int("start_step", start_step, 0)
+    if start_step >= iterations:
+        raise ValueError(f"start_step must be < iterations ({iterations}), got {start_step}")
     _check_int("batch_size", batch_size, 1)
     if eval_every is not None:
         _check_int("eval_every", eval_every, 1)
@@ -135,6 +145,8 @@ def fit(
     history = History(losses=np.empty(iterations, dtype=np.float64))
     start = time.perf_counter()
     batches = minibatches(len(y), batch_size, rng, sampling)
+    for _ in range(start_step):  # replay the draws of the updates already done (resume)
+        next(batches)
 
     def run_eval(step: int) -> None:
         # Evaluations during training use fixed prefixes (cheap, ~5% of a run); the last one the full test set.
@@ -146,14 +158,15 @@ def fit(
 
     # Overflow on the way to a NaN loss is reported once, as DivergedError, not as NumPy warnings.
     with np.errstate(over="ignore", invalid="ignore"):
-        for step in range(iterations):
+        for step in range(start_step, iterations):
             if step == 0 or (eval_every is not None and step % eval_every == 0):
                 run_eval(step)
             idx = next(batches)
             # take() rather than x[idx]: same rows, a little faster (a preallocated out= was slower here).
             loss = model.loss_and_grad(x.take(idx, axis=0), y.take(idx, axis=0))
             if not math.isfinite(loss):
-                history.losses = history.losses[:step]
+                history.losses = history.losses[start_step:step]
+                history.start_step = start_step
                 history.elapsed_s = time.perf_counter() - start
                 raise DivergedError(step, loss, history)
             history.losses[step] = loss
@@ -161,6 +174,7 @@ def fit(
                 callback(step, {"train/loss": loss})
             optimizer.update(model.params, model.grads)
         run_eval(iterations)
+    history.losses, history.start_step = history.losses[start_step:], start_step
     history.elapsed_s = time.perf_counter() - start
     return history
 

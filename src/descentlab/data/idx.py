@@ -35,7 +35,7 @@ def _read_bytes(path: Path) -> bytes:
         try:
             return gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
-            raise IdxFormatError(f"{path}: corrupt gzip data ({exc or type(exc).__name__})") from exc
+            raise IdxFormatError(f"{path}: corrupt gzip data ({exc or type(exc).__name__})") from None
     if path.suffix == ".gz":
         raise IdxFormatError(f"{path}: name ends in .gz but the file is not gzip data "
                              f"(first bytes {raw[:4].hex() or 'none: empty file'})")

@@ -137,7 +137,11 @@ def _read_pair(spec: IdxSpec, images_path: Path, labels_path: Path) -> tuple[np.
     labels = read_idx(labels_path, ndim=1, role="labels")
     for p, a, what in ((images_path, images, "images"), (labels_path, labels, "labels")):
         if a.dtype != np.uint8:
-            raise IdxFormatError(f"{p}: {what} must be unsigned bytes (type code 0x08), got {a.dtype}")
+            # Float pixels could hold NaN or values outside 0..255; say so when they do, it is the likelier bug.
+            nan = int(np.isnan(a).sum()) if a.dtype.kind == "f" else 0
+            detail = f" with {nan} NaN values" if nan else ""
+            raise IdxFormatError(f"{p}: {what} must be unsigned bytes 0..255 (IDX type code 0x08), "
+                                 f"got {a.dtype}{detail}")
     if images.shape[1:] != spec.image_shape:
         raise IdxFormatError(f"{images_path}: images are {images.shape[1]}x{images.shape[2]}, "
                              f"{spec.name} expects {spec.image_shape[0]}x{spec.image_shape[1]}")

@@ -8,7 +8,8 @@ really runs (see `tracking.sweep`), so a re-run whose jobs are all skipped leave
 Why the launching process avoids mlflow: `import mlflow` plus its SQL store cost ~2.3 s of one core. With
 the parallel (joblib) launcher the jobs run in worker processes that import mlflow anyway, so the
 launcher's own import would only delay the first job; the parent run is closed by one of those warm
-workers instead.
+workers instead. For the same reason runs of killed jobs are repaired (`tracking.repair`) by every job
+before it looks for a FINISHED run of its config, not here.
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ def store_for(cfg: DictConfig) -> tuple[str, Any, str]:
     client = open_store(uri)
     experiment_id = get_or_create_experiment(client, cfg.tracking.experiment, artifact_root_for(uri))
     return uri, client, experiment_id
+
+
+def repair_stale(client: Any, experiment_id: str, config_hash: str | None = None) -> None:
+    """Mark runs of killed jobs FAILED (`tracking.repair`) so that this launch redoes their configs; say so."""
+    from descentlab.tracking.repair import repair_experiment
+
+    for stale in repair_experiment(client, experiment_id, config_hash=config_hash):
+        print(f"repaired: run {stale.run_id} ({stale.run_name}) marked FAILED: {stale.reason}", file=sys.stderr)
 
 
 class SweepCallback(Callback):

@@ -30,6 +30,9 @@ from typing import TYPE_CHECKING, Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from descentlab.tracking import liveness, unsent
+from descentlab.tracking.retry import RetryingClient, is_transient
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -95,6 +98,9 @@ class RunTracker:
     `flush_every`: pending points that trigger a `log_batch` (also sent at finish).
     `store_every`: send to the store only points whose step is a multiple of it (each key's last
     point is sent too, so the run's latest values are right); the history CSV keeps every point.
+    `spill_dir`: where unsent metrics go if the store goes away for good (`tracking.unsent`).
+    Faults: every client call retries transient errors (`tracking.retry`); a heartbeat thread
+    (`tracking.liveness`) lets `tracking.repair` tell a killed run from a live one.
     """
 
     def __init__(
@@ -106,12 +112,15 @@ class RunTracker:
         parent_run_id: str | None = None,
         flush_every: int = 1000,
         store_every: int = 1,
+        spill_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if flush_every < 1:
             raise ValueError(f"flush_every must be >= 1, got {flush_every}")
         if store_every < 1:
             raise ValueError(f"store_every must be >= 1, got {store_every}")
-        self.client = client
+        self.client = client if isinstance(client, RetryingClient) else RetryingClient(client)
+        self.spill_dir = spill_dir
+        self._heartbeat: liveness.Heartbeat | None = None
         self.experiment_id = str(experiment_id)
         self.run_name = run_name
         self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
@@ -133,12 +142,13 @@ class RunTracker:
         """Create the run (RUNNING). `with RunTracker(...)` calls this."""
         if self.run_id is not None:
             raise RuntimeError(f"run {self.run_id} already started")
-        tags = {**_default_tags(), **self.tags}
+        tags = {**_default_tags(), **liveness.liveness_tags(), **self.tags}
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=tags)
         self.run_id = run.info.run_id
         self.artifact_uri = run.info.artifact_uri
+        self._heartbeat = liveness.Heartbeat(self.client.raw, self.run_id).start()
         return self
 
     def __enter__(self) -> RunTracker:
@@ -158,6 +168,10 @@ class RunTracker:
             status, error = "FAILED", f"{exc_type.__name__}: {exc}" if str(exc) else exc_type.__name__
         try:
             self.finish(status, error)
+        except unsent.TrackingLostError as lost:  # the store is gone: say where the metrics went
+            if issubclass(exc_type, Exception):
+                raise lost  # its message quotes the store's error; its context keeps `exc`
+            _log.error("%s", lost)
         except Exception:  # never mask the run's own exception
             _log.warning("could not close run %s cleanly", self.run_id, exc_info=True)
 
@@ -177,6 +191,7 @@ class RunTracker:
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"status must be one of {TERMINAL_STATUSES}, got {status!r}")
         problems: list[BaseException] = []
+        requested = status  # what the run ends as once unsent metrics are imported
         if not self._closing:
             self._closing = True
             self._queue_last_points()
@@ -195,6 +210,8 @@ class RunTracker:
                 self.client.set_tag(self.run_id, "error", text)
             except Exception as exc:
                 problems.append(exc)
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         try:
             self.client.set_terminated(self.run_id, status)
         except Exception as exc:
@@ -203,7 +220,20 @@ class RunTracker:
             self._finished = True
             self.status = status
         if problems:
+            self._raise_lost(problems, requested)
             raise problems[0]
+
+    def _raise_lost(self, problems: list[BaseException], status: str) -> None:
+        """If the store is away (a transient error outlived the retries), save what it lacks and say where."""
+        lost = next((p for p in problems if is_transient(p)), None)
+        if lost is None:
+            return
+        # Not chained (`from lost`): the CLI would append the cause to the one-line message, which quotes it.
+        raise unsent.save_unsent(
+            self.spill_dir, run_id=str(self.run_id), experiment_id=self.experiment_id,
+            tracking_uri=str(self.client.tracking_uri), run_name=self.run_name, status=status, error=lost,
+            unsent=self._pending, history=self._points,
+        )
 
     def _require_started(self) -> str:
         if self.run_id is None:

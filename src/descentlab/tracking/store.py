@@ -37,6 +37,7 @@ __all__ = [
     "ALLOWED_SCHEMES",
     "TrackingUnavailableError",
     "artifact_root_for",
+    "check_store_writable",
     "get_or_create_experiment",
     "needs_schema_creation",
     "open_store",
@@ -128,6 +129,38 @@ def artifact_root_for(uri: str) -> str | None:
     if db is None:
         return None
     return (db.parent / "artifacts").as_uri()
+
+
+def check_store_writable(uri: str, min_free_mb: float = 0.0) -> None:
+    """For a local SQLite store: its folder (or nearest existing parent) is a writable folder with at least
+    `min_free_mb` MB free; raises TrackingUnavailableError naming the folder otherwise. Other URIs pass.
+
+    Writability is probed by creating and deleting a temporary file (`os.access` says yes to root even on a
+    read-only mount); nothing else is created, so a failed check leaves no folder behind.
+    """
+    import shutil
+    import tempfile
+
+    db = _sqlite_db_path(uri)
+    if db is None:
+        return
+    folder = db.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise TrackingUnavailableError(f"store folder {db.parent} is not writable: {folder} is a file, not a folder "
+                                       "(point tracking.uri or MLFLOW_TRACKING_URI at a writable folder)")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".descentlab-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise TrackingUnavailableError(f"store folder {db.parent} is not writable: {exc.strerror or exc} in {folder} "
+                                       "(point tracking.uri or MLFLOW_TRACKING_URI at a writable folder)") from None
+    free_mb = shutil.disk_usage(folder).free / 2**20
+    if free_mb < min_free_mb:
+        raise TrackingUnavailableError(f"store folder {db.parent} has {free_mb:.0f} MB free, at least "
+                                       f"tracking.min_free_mb={min_free_mb:g} MB is needed (free space or lower it)")
 
 
 def _enable_wal(db: Path) -> None:
@@ -267,6 +300,9 @@ def prepare_store(uri: str) -> None:
     scheme = urlsplit(uri).scheme.lower()
     if scheme in ("http", "https"):
         _probe_http(uri)
+        from descentlab.tracking.retry import bound_mlflow_http_retries
+
+        bound_mlflow_http_retries()  # our retries (tracking.retry) bound the wait, not MLflow's 4 minutes
     elif scheme.startswith(("postgresql", "mysql")):
         _probe_tcp(uri)
     db = _sqlite_db_path(uri) if scheme == "sqlite" else None
