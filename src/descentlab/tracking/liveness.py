@@ -37,7 +37,8 @@ DEFAULT_HEARTBEAT_S = 30.0
 START_SLACK_S = 5.0  # a pid whose process started this long after the run did is a reused pid
 
 
-def _env_seconds(name: str, default: float) -> float:
+def env_seconds(name: str, default: float) -> float:
+    """A positive number of seconds from the environment variable `name`, else `default`; one-line error if bad."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -52,7 +53,7 @@ def _env_seconds(name: str, default: float) -> float:
 
 def heartbeat_interval_s() -> float:
     """Seconds between heartbeats: $DESCENTLAB_HEARTBEAT_S, else 30."""
-    return _env_seconds("DESCENTLAB_HEARTBEAT_S", DEFAULT_HEARTBEAT_S)
+    return env_seconds("DESCENTLAB_HEARTBEAT_S", DEFAULT_HEARTBEAT_S)
 
 
 def now_ms() -> int:

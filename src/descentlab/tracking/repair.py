@@ -16,12 +16,19 @@ Because the skip logic looks for FINISHED runs only, re-running the sweep then r
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from dataclasses import dataclass
 from typing import Any
 
-from descentlab.tracking.liveness import HEARTBEAT_TAG, HOST_TAG, PID_TAG, STARTED_TAG, now_ms, process_alive
+from descentlab.tracking.liveness import (
+    HEARTBEAT_TAG,
+    HOST_TAG,
+    PID_TAG,
+    STARTED_TAG,
+    env_seconds,
+    now_ms,
+    process_alive,
+)
 
 __all__ = ["Stale", "find_stale_runs", "repair_experiment", "stale_after_s"]
 
@@ -42,16 +49,7 @@ class Stale:
 
 def stale_after_s() -> float:
     """$DESCENTLAB_STALE_AFTER_S, else 300 s."""
-    raw = os.environ.get("DESCENTLAB_STALE_AFTER_S", "").strip()
-    if not raw:
-        return DEFAULT_STALE_AFTER_S
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"DESCENTLAB_STALE_AFTER_S must be a number of seconds, got {raw!r}") from None
-    if not value > 0:
-        raise ValueError(f"DESCENTLAB_STALE_AFTER_S must be > 0, got {raw!r}")
-    return value
+    return env_seconds("DESCENTLAB_STALE_AFTER_S", DEFAULT_STALE_AFTER_S)
 
 
 def _int(value: str | None) -> int | None:
