@@ -128,15 +128,24 @@ def find_stale_runs(client: Any, experiment_id: str, *, timeout_s: float | None 
 
 def repair_experiment(client: Any, experiment_id: str, *, timeout_s: float | None = None,
                       config_hash: str | None = None, dry_run: bool = False) -> list[Stale]:
-    """Mark the stale runs FAILED (tags `failure_reason`, `error`); returns them. `dry_run`: only report."""
+    """Mark the stale runs FAILED (tags `failure_reason`, `error`); returns those it marked (`dry_run`: all found).
+
+    Jobs that start together may find the same stale run: the one that finds it still RUNNING marks it.
+    """
     stale = find_stale_runs(client, experiment_id, timeout_s=timeout_s, config_hash=config_hash)
-    for s in stale if not dry_run else []:
+    if dry_run:
+        return stale
+    marked = []
+    for s in stale:
         try:
+            if client.get_run(s.run_id).info.status != "RUNNING":  # another job repaired it meanwhile
+                continue
             client.set_tag(s.run_id, "failure_reason", s.reason)
             client.set_tag(s.run_id, "error", f"WorkerLost: {s.reason}")
             client.set_terminated(s.run_id, "FAILED", end_time=s.last_alive_ms)
         except Exception as exc:  # one run that cannot be updated should not stop the others
             _log.warning("could not mark run %s FAILED: %s", s.run_id, exc)
             continue
+        marked.append(s)
         _log.info("run %s (%s) marked FAILED: %s", s.run_id, s.run_name, s.reason)
-    return stale
+    return marked
