@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -81,17 +81,27 @@ def wait_for_retries(out: Path, proc: subprocess.Popen, timeout: float = 60) -> 
     raise AssertionError(f"no retry seen: {(out / 'train.log').read_text(errors='replace')[-2000:]}")
 
 
-def test_server_back_within_the_retry_window_loses_nothing(store, server: MlflowServer, tmp_path: Path) -> None:
-    out = tmp_path / "job"
-    proc, run_id = start_and_cut(store, server, out, retry_s=120)
+def wait_ended(proc: subprocess.Popen, before: Callable[[], object] | None = None) -> str:
+    """Run `before`, then wait for the job to end; its stderr. The job never outlives the test."""
     try:
-        wait_for_retries(out, proc)
-        server.start()  # same port, same database
-        _, stderr = proc.communicate(timeout=180)
+        if before is not None:
+            before()
+        return proc.communicate(timeout=180)[1]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_server_back_within_the_retry_window_loses_nothing(store, server: MlflowServer, tmp_path: Path) -> None:
+    out = tmp_path / "job"
+    proc, run_id = start_and_cut(store, server, out, retry_s=120)
+
+    def bring_back() -> None:
+        wait_for_retries(out, proc)
+        server.start()  # same port, same database
+
+    stderr = wait_ended(proc, before=bring_back)
     assert proc.returncode == 0, stderr[-3000:]
     run = next(r for r in runs_on(server.url) if r["info"]["run_id"] == run_id)
     assert run["info"]["status"] == "FINISHED"
@@ -103,12 +113,7 @@ def test_server_gone_for_good_saves_unsent_metrics_then_import_restores_them(sto
                                                                              tmp_path: Path) -> None:
     out = tmp_path / "job"
     proc, run_id = start_and_cut(store, server, out, retry_s=3)
-    try:
-        _, stderr = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    stderr = wait_ended(proc)
     assert proc.returncode == 2, stderr[-3000:]
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and server.url in errors[0] and str(out / "unsent_metrics.csv") in errors[0], stderr[-3000:]
