@@ -37,8 +37,8 @@ DEFAULT_HEARTBEAT_S = 30.0
 START_SLACK_S = 5.0  # a pid whose process started this long after the run did is a reused pid
 
 
-def env_seconds(name: str, default: float) -> float:
-    """A positive number of seconds from the environment variable `name`, else `default`; one-line error if bad."""
+def env_seconds(name: str, default: float, *, allow_zero: bool = False) -> float:
+    """A number of seconds (> 0, or >= 0 with `allow_zero`) from the environment variable `name`, else `default`."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -46,8 +46,8 @@ def env_seconds(name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0 seconds, got {raw!r}")
+    if not (value >= 0 if allow_zero else value > 0):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0 seconds'}, got {raw!r}")
     return value
 
 

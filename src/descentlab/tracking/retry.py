@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from descentlab.tracking.liveness import env_seconds
+
 __all__ = ["RetryPolicy", "RetryingClient", "bound_mlflow_http_retries", "is_transient", "retry_call"]
 
 _log = logging.getLogger(__name__)
@@ -52,15 +54,7 @@ class RetryPolicy:
     @classmethod
     def from_env(cls) -> RetryPolicy:
         """`DESCENTLAB_TRACKING_RETRY_S` (seconds, >= 0; 0 = a single attempt) sets the deadline."""
-        raw = os.environ.get("DESCENTLAB_TRACKING_RETRY_S", "").strip()
-        if not raw:
-            return cls()
-        try:
-            deadline = float(raw)
-        except ValueError:
-            raise ValueError(f"DESCENTLAB_TRACKING_RETRY_S must be a number of seconds, got {raw!r}") from None
-        if deadline < 0:
-            raise ValueError(f"DESCENTLAB_TRACKING_RETRY_S must be >= 0, got {raw!r}")
+        deadline = env_seconds("DESCENTLAB_TRACKING_RETRY_S", DEFAULT_RETRY_S, allow_zero=True)
         return cls(deadline_s=deadline)
 
     def waits(self) -> Any:
