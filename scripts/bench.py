@@ -951,6 +951,20 @@ def write_section(path: Path, text: str, start: str = START, end: str = END) -> 
     path.write_text(new)
 
 
+def publish(script: str, argv: Sequence[str] | None, body: str, report: dict[str, Any], args: argparse.Namespace,
+            start: str, end: str) -> None:
+    """Print the report under the command that made it; `--json` and `--write` (the section between the markers)."""
+    cmd = f"python scripts/{script} " + shown_args(argv if argv is not None else sys.argv[1:])
+    text = f"Command: `{cmd.strip()}`\n\n{body}"
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1, default=str))
+    if args.write:
+        write_section(args.write, text, start, end)
+        section = start.removeprefix("<!-- ").split(":start")[0]
+        print(f"wrote the {section} section of {args.write}", file=sys.stderr)
+
+
 def shown_args(argv: Sequence[str]) -> str:
     """The command-line arguments that shape the numbers: `--write`/`--json` and their values left out."""
     out: list[str] = []
@@ -992,15 +1006,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch_available()  # load torch's OpenMP runtime before the limit, so threadpoolctl limits it too
     with threadpool_limits(limits=args.threads):
         report = run_benchmark(args)
-    text = markdown(report)
-    cmd = "python scripts/bench.py " + shown_args(argv if argv is not None else sys.argv[1:])
-    text = f"Command: `{cmd.strip()}`\n\n{text}"
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1, default=str))
-    if args.write:
-        write_section(args.write, text)
-        print(f"wrote the bench:core section of {args.write}", file=sys.stderr)
+    publish("bench.py", argv, markdown(report), report, args, START, END)
     return 0
 
 

@@ -17,7 +17,6 @@ mlflow` (and others) alone. `--write FILE` replaces the `<!-- bench:sweep:start/
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import _loadavg, machine_info, shown_args, write_section  # the sibling script
+from bench import _loadavg, machine_info, publish  # the sibling script
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = REPO / "train.py"
@@ -301,14 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "startup" in parts:
         report["startup"] = bench_startup(args.repeats)
     report["machine"]["loadavg_end"] = _loadavg()
-    cmd = "python scripts/bench_sweep.py " + shown_args(argv if argv is not None else sys.argv[1:])
-    text = f"Command: `{cmd.strip()}`\n\n{markdown(report)}"
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1, default=str))
-    if args.write:
-        write_section(args.write, text, START, END)
-        print(f"wrote the bench:sweep section of {args.write}", file=sys.stderr)
+    publish("bench_sweep.py", argv, markdown(report), report, args, START, END)
     return 0
 
 
