@@ -138,9 +138,6 @@ def check_store_writable(uri: str, min_free_mb: float = 0.0) -> None:
     Writability is probed by creating and deleting a temporary file (`os.access` says yes to root even on a
     read-only mount); nothing else is created, so a failed check leaves no folder behind.
     """
-    import shutil
-    import tempfile
-
     db = _sqlite_db_path(uri)
     if db is None:
         return
