@@ -138,6 +138,27 @@ def test_failed_flush_still_terminates_the_run(mlstore) -> None:
     assert client.get_run(run2.run_id).info.status == "FAILED"
 
 
+def test_log_series_buffers_a_block_with_spread_timestamps(mlstore) -> None:
+    import time
+
+    client, exp = mlstore
+    before = int(time.time() * 1000)
+    with RunTracker(client, exp, "series", flush_every=250, store_every=3) as run:
+        run.log_metrics({"test/acc": 0.5}, 0)
+        run.log_series("train/loss", 0, np.linspace(1.0, 0.5, 200))
+        assert run.n_pending == 1 + 67  # steps 0, 3, ..., 198 go to the store ...
+        run.log_series("train/loss", 200, np.array([0.25] * 400))
+        assert run.n_pending < 250  # ... and reaching flush_every sent them
+        run.log_series("train/loss", 600, [])
+    after = int(time.time() * 1000)
+    assert [p[0] for p in run.history() if p[1] == "train/loss"] == list(range(600))
+    stamps = [ts for step, key, _, ts in run._points if key == "train/loss"]
+    assert stamps == sorted(stamps) and before <= stamps[0] and stamps[-1] <= after
+    stored = client.get_metric_history(run.run_id, "train/loss")
+    assert sorted(m.step for m in stored) == [*range(0, 600, 3), 599]  # the last point always goes
+    assert client.get_run(run.run_id).data.metrics["train/loss"] == 0.25
+
+
 def test_history_csv_holds_every_point(mlstore, tmp_path: Path) -> None:
     client, exp = mlstore
     with RunTracker(client, exp, "history", flush_every=7) as run:

@@ -91,6 +91,63 @@ def test_callback_receives_every_loss_and_every_evaluation(blobs: Blobs) -> None
     assert [e["step"] for e in history.evals] == [0, 10, 20, 25]
 
 
+def test_loss_callback_gets_every_loss_in_blocks_before_each_evaluation(blobs: Blobs) -> None:
+    events: list[tuple] = []
+    _, history = train(blobs, "sgd", seed=0, iterations=57, batch_size=20, eval_every=20, loss_block=7,
+                       callback=lambda step, metrics: events.append(("eval", step, dict(metrics))),
+                       loss_callback=lambda first, losses: events.append(("losses", first, losses.copy())))
+    blocks = [(first, losses) for kind, first, losses in events if kind == "losses"]
+    assert all("train/loss" not in e[2] for e in events if e[0] == "eval")  # no per-step calls any more
+    assert [first for first, _ in blocks] == sorted(first for first, _ in blocks)
+    assert all(0 < len(losses) <= 7 for _, losses in blocks)
+    np.testing.assert_array_equal(np.concatenate([losses for _, losses in blocks]), history.losses)
+    assert [first + len(losses) for first, losses in blocks][-1] == 57
+    # Before each evaluation at step s, exactly the losses of steps < s have been handed over.
+    for i, event in enumerate(events):
+        if event[0] == "eval":
+            seen = sum(len(e[2]) for e in events[:i] if e[0] == "losses")
+            assert seen == event[1], event[1]
+    # The same losses as without blocks (the per-step path).
+    _, plain = train(blobs, "sgd", seed=0, iterations=57, batch_size=20, eval_every=20)
+    np.testing.assert_array_equal(plain.losses, history.losses)
+
+
+def test_loss_callback_gets_the_losses_before_fit_raises(blobs: Blobs) -> None:
+    got: list[np.ndarray] = []
+    with pytest.raises(DivergedError) as info:
+        train(blobs, "sgd", seed=0, iterations=200, batch_size=32, hyper={"lr": 1e4}, eval_every=None,
+              loss_callback=lambda first, losses: got.append(losses.copy()))
+    np.testing.assert_array_equal(np.concatenate(got), info.value.history.losses)
+
+    class Interrupting(MLP):
+        def loss_and_grad(self, x, t):
+            if self.calls == 13:
+                raise KeyboardInterrupt
+            self.calls += 1
+            return super().loss_and_grad(x, t)
+
+    model = Interrupting(10, [8], 4, rng=0)
+    model.calls = 0
+    blocks: list[tuple[int, int]] = []
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, SGD(), blobs, iterations=50, batch_size=8, eval_every=None, loss_block=5,
+            rng=np.random.default_rng(0), loss_callback=lambda first, losses: blocks.append((first, len(losses))))
+    assert blocks == [(0, 5), (5, 5), (10, 3)]  # steps 0..12, each once
+
+
+def test_a_failing_loss_callback_is_not_handed_the_block_twice(blobs: Blobs) -> None:
+    calls: list[int] = []
+
+    def broken(first: int, losses: np.ndarray) -> None:
+        calls.append(first)
+        raise OSError("store gone")
+
+    with pytest.raises(OSError, match="store gone"):
+        train(blobs, "sgd", seed=0, iterations=30, batch_size=8, eval_every=None, loss_block=10,
+              loss_callback=broken)
+    assert calls == [0]
+
+
 def test_training_separates_the_blobs_and_summarises(blobs: Blobs) -> None:
     model, history = train(blobs, "adam", seed=1, iterations=300, batch_size=32, hyper={"lr": 0.01})
     assert history.losses[-50:].mean() < 0.1 < history.losses[:10].mean()
@@ -128,6 +185,7 @@ def test_divergence_stops_before_the_bad_update(blobs: Blobs) -> None:
         ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
         ({"eval_every": -5}, "eval_every must be an integer >= 1, got -5"),
         ({"sampling": "stratified"}, "sampling must be one of ['replacement', 'epoch'], got 'stratified'"),
+        ({"loss_block": 0}, "loss_block must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_loop_arguments(blobs: Blobs, kwargs: dict, message: str) -> None:

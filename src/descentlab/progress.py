@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 
@@ -43,6 +43,15 @@ class Progress:
                 file=self.stream,
                 flush=True,
             )
+
+    def losses(self, first_step: int, losses: Sequence[float]) -> None:
+        """A block of `train/loss` values (`fit`'s `loss_callback`): the bar moves by the block."""
+        if not self.enabled or len(losses) == 0:
+            return
+        self.last_loss = float(losses[-1])
+        if self.bar is not None:
+            self.bar.update(len(losses))
+            self.bar.set_postfix(loss=f"{self.last_loss:.4f}", refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -8,6 +8,7 @@ after each update with a second pass; the two curves differ by one step.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -19,6 +20,7 @@ import numpy as np
 SAMPLING = ("replacement", "epoch")
 
 Callback = Callable[[int, Mapping[str, float]], object]
+LossCallback = Callable[[int, np.ndarray], object]  # (first step, train/loss of consecutive steps)
 
 
 class Model(Protocol):
@@ -114,6 +116,8 @@ def fit(
     eval_train_subset: int | None = 1_000,
     eval_test_subset: int | None = 1_000,
     start_step: int = 0,
+    loss_callback: LossCallback | None = None,
+    loss_block: int = 100,
 ) -> History:
     """Train `model` with `optimizer` for `iterations` minibatch updates.
 
@@ -123,6 +127,10 @@ def fit(
     measured on the first `eval_train_subset` training examples; test metrics on the first
     `eval_test_subset` test examples during training and on the whole test set after the last update.
     A NaN or infinite loss raises `DivergedError` before the bad update is applied.
+
+    `loss_callback(first_step, losses)` takes the `train/loss` values in blocks instead (then `callback`
+    gets only the evaluations): every `loss_block` steps, before each evaluation and before `fit` returns
+    or raises, so no per-step Python call is left on the hot path. `losses` is a view: copy to keep it.
 
     Resuming: `start_step=k` continues a run whose model and optimizer were restored after k updates (see
     `descentlab.checkpoint`); `rng` must be the minibatch generator *as the run started* (the same seed's
@@ -136,6 +144,7 @@ def fit(
     _check_int("batch_size", batch_size, 1)
     if eval_every is not None:
         _check_int("eval_every", eval_every, 1)
+    _check_int("loss_block", loss_block, 1)
     if sampling not in SAMPLING:
         raise ValueError(f"sampling must be one of {list(SAMPLING)}, got {sampling!r}")
     x, y = data.x_train, data.y_train
@@ -148,7 +157,17 @@ def fit(
     for _ in range(start_step):  # replay the draws of the updates already done (resume)
         next(batches)
 
+    all_losses = history.losses  # indexed by step (history.losses is trimmed on the way out)
+    delivered = start_step  # train/loss of steps before this one went to loss_callback
+
+    def deliver(upto: int) -> None:
+        nonlocal delivered
+        if loss_callback is not None and upto > delivered:
+            first, delivered = delivered, upto  # first: a callback that raises is not handed the block again
+            loss_callback(first, all_losses[first:upto])
+
     def run_eval(step: int) -> None:
+        deliver(step)
         # Evaluations during training use fixed prefixes (cheap, ~5% of a run); the last one the full test set.
         metrics = evaluate(model, data, eval_train_subset, None if step == iterations else eval_test_subset)
         metrics["time/elapsed_s"] = time.perf_counter() - start
@@ -157,10 +176,14 @@ def fit(
             callback(step, metrics)
 
     # Overflow on the way to a NaN loss is reported once, as DivergedError, not as NumPy warnings.
-    with np.errstate(over="ignore", invalid="ignore"):
+    per_step = callback is not None and loss_callback is None
+    done = start_step  # steps whose loss is recorded
+    with np.errstate(over="ignore", invalid="ignore"), _deliver_on_exit(deliver, lambda: done):
         for step in range(start_step, iterations):
             if step == 0 or (eval_every is not None and step % eval_every == 0):
                 run_eval(step)
+            elif step - delivered >= loss_block:
+                deliver(step)
             idx = next(batches)
             # take() rather than x[idx]: same rows, a little faster (a preallocated out= was slower here).
             loss = model.loss_and_grad(x.take(idx, axis=0), y.take(idx, axis=0))
@@ -170,13 +193,24 @@ def fit(
                 history.elapsed_s = time.perf_counter() - start
                 raise DivergedError(step, loss, history)
             history.losses[step] = loss
-            if callback is not None:
+            done = step + 1
+            if per_step:
                 callback(step, {"train/loss": loss})
             optimizer.update(model.params, model.grads)
         run_eval(iterations)
     history.losses, history.start_step = history.losses[start_step:], start_step
     history.elapsed_s = time.perf_counter() - start
     return history
+
+
+@contextlib.contextmanager
+def _deliver_on_exit(deliver: Callable[[int], None], done: Callable[[], int]) -> Iterator[None]:
+    """On any exception (divergence, Ctrl-C) hand over the losses recorded so far, then re-raise."""
+    try:
+        yield
+    except BaseException:
+        deliver(done())
+        raise
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:

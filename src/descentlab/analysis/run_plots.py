@@ -17,22 +17,53 @@ def _pyplot():
     return plt
 
 
+class _LossFigure:
+    """One figure per process, redrawn for each run: building axes and ticks costs more than drawing them.
+
+    Tick labels are plain text (`1e-02`, not mathtext, whose parser alone took ~40 ms a figure) and the
+    margins are fixed (no `tight_layout` pass): ~50 ms a run instead of ~200 ms.
+    """
+
+    def __init__(self) -> None:
+        _pyplot()
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import LogFormatter, NullLocator
+
+        self.fig = Figure(figsize=(6, 3.6), dpi=100)
+        FigureCanvasAgg(self.fig)
+        ax = self.ax = self.fig.add_subplot()
+        (self.train,) = ax.plot([], [], lw=0.6, alpha=0.8, label="train/loss (minibatch)")
+        (self.test,) = ax.plot([], [], "o-", ms=3, label="test/loss")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(LogFormatter())
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("loss")
+        self.title = ax.set_title("", fontsize=10)
+        ax.legend(fontsize=8, loc="upper right")
+        self.fig.subplots_adjust(left=0.13, right=0.97, bottom=0.14, top=0.91)
+
+    def save(self, losses: np.ndarray, evals: Sequence[dict[str, float]], title: str, path: Path) -> Path:
+        self.train.set_data(np.arange(len(losses)), losses)
+        self.test.set_data([e["step"] for e in evals], [e["test/loss"] for e in evals])
+        self.test.set_visible(bool(evals))
+        self.title.set_text(title)
+        self.ax.relim(visible_only=True)
+        self.ax.autoscale_view()
+        self.fig.savefig(path, pil_kwargs={"compress_level": 1})
+        return path
+
+
+_loss_figure: _LossFigure | None = None
+
+
 def loss_curve_png(losses: np.ndarray, evals: Sequence[dict[str, float]], title: str, path: Path) -> Path:
     """Minibatch loss per iteration (log scale) with test loss at each evaluation."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    ax.plot(np.arange(len(losses)), losses, lw=0.6, alpha=0.8, label="train/loss (minibatch)")
-    if evals:
-        ax.plot([e["step"] for e in evals], [e["test/loss"] for e in evals], "o-", ms=3, label="test/loss")
-    ax.set_yscale("log")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("loss")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    global _loss_figure
+    if _loss_figure is None:
+        _loss_figure = _LossFigure()
+    return _loss_figure.save(np.asarray(losses), evals, title, path)
 
 
 def path_png(objective, path_xy: np.ndarray, title: str, out: Path) -> Path:

@@ -12,6 +12,7 @@ class NullTracker:
 
     run_id: str | None = None
     artifact_uri: str | None = None
+    keeps_artifacts = False  # callers skip building files only a tracker would keep (weights, plots)
 
     def __init__(self) -> None:
         self.status: str | None = None
@@ -34,6 +35,8 @@ class NullTracker:
     def log_metric(self, key: str, value: float, step: int) -> None: ...
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
+
+    def log_series(self, key: str, first_step: int, values: Any) -> None: ...
 
     def set_tag(self, key: str, value: object) -> None: ...
 

@@ -117,17 +117,21 @@ class RetryingClient:
             return attr
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            policy = self.policy if self.outage_since is None else RetryPolicy(deadline_s=0.0)
-            try:
-                result = retry_call(lambda: attr(*args, **kwargs), policy, f"MLflow {name}")
-            except Exception as exc:
-                if is_transient(exc) and self.outage_since is None:
-                    self.outage_since = time.monotonic()
-                raise
-            self.outage_since = None
-            return result
+            return self.retrying(lambda: attr(*args, **kwargs), f"MLflow {name}")
 
         return call
+
+    def retrying(self, fn: Callable[[], T], what: str) -> T:
+        """`fn()` under this client's policy (no waiting once an outage has been declared)."""
+        policy = self.policy if self.outage_since is None else RetryPolicy(deadline_s=0.0)
+        try:
+            result = retry_call(fn, policy, what)
+        except Exception as exc:
+            if is_transient(exc) and self.outage_since is None:
+                self.outage_since = time.monotonic()
+            raise
+        self.outage_since = None
+        return result
 
     @property
     def raw(self) -> Any:

@@ -6,6 +6,7 @@ with a short timeout, and its absence never fails a run.
 
 from __future__ import annotations
 
+import functools
 import platform
 import socket
 import subprocess
@@ -47,6 +48,15 @@ def git_state(repo_dir: str | Path) -> tuple[str, str]:
     return sha.strip(), dirty
 
 
+@functools.lru_cache(maxsize=1)
+def _own_git_state() -> tuple[str, str]:
+    """git_state of the running code's folder, asked once per process (two git calls, ~10 ms a run).
+
+    The code a process runs is the code it imported at its start, so that is the state worth recording.
+    """
+    return git_state(Path(__file__).resolve().parents[1])
+
+
 def _version(*dists: str) -> str:
     for dist in dists:
         try:
@@ -64,7 +74,7 @@ def environment_tags(repo_dir: str | Path | None = None) -> dict[str, str]:
     """
     from descentlab import __version__
 
-    commit, dirty = git_state(repo_dir if repo_dir is not None else Path(__file__).resolve().parents[1])
+    commit, dirty = git_state(repo_dir) if repo_dir is not None else _own_git_state()
     return {
         "git.commit": commit,
         "git.dirty": dirty,
