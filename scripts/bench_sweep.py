@@ -9,7 +9,9 @@
 hydra.sweep.dir in TMP), the two alternated. (2) `train.py optimizer=adam force=true` with
 `tracking.store_every=1`, with a huge store_every (only each metric's last point stored) and, when
 conf/tracking/none.yaml exists, with `tracking=none`, alternated against one warmed-up temporary store: the
-run's own training time (from its `[name] step N/N ... (R it/s)` line) and the process wall time.
+run's own training time (from its `[name] step N/N ... (R it/s)` line) and the process wall time; and the same
+job run again and again in one warm process (as a sweep worker runs its second and later jobs), tracked vs
+`tracking=none` alternated.
 (3) Start-up: process start to the `step 0/` line printed just before the first training step, and `import
 mlflow` (and others) alone. `--write FILE` replaces the `<!-- bench:sweep:start/end -->` section of FILE.
 """
@@ -17,6 +19,7 @@ mlflow` (and others) alone. `--write FILE` replaces the `<!-- bench:sweep:start/
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -120,6 +123,45 @@ def bench_tracking(repeats: int) -> dict[str, dict[str, list[float]]]:
                 print(f"  tracking {name} {rep + 1}/{repeats}: wall {wall:.2f} s, train {seconds} s",
                       file=sys.stderr, flush=True)
     return {k: dict(v) for k, v in out.items()}
+
+
+# One worker process of a sweep: Hydra composes the job config once, then `app.run` runs one job after
+# another in the same (warm) process, tracked and untracked alternated; prints the seconds of each job.
+WARM_JOBS = r"""
+import json, sys, time
+from hydra import compose, initialize_config_dir
+from descentlab.config import register_schemas
+register_schemas()
+from descentlab import app
+repeats, conf = int(sys.argv[1]), sys.argv[2]
+with initialize_config_dir(config_dir=conf, version_base="1.3"):
+    cfgs = {k: compose("config", overrides=["optimizer=adam", "force=true", "training.progress=false", f"tracking={k}"])
+            for k in ("local", "none")}
+for k in ("local", "none"):
+    app.run(cfgs[k])  # warm-up: imports, first plot, the store's first connection
+out = {"local": [], "none": []}
+for i in range(repeats):
+    for k in (("local", "none") if i % 2 else ("none", "local")):
+        t = time.perf_counter()
+        app.run(cfgs[k])
+        out[k].append(time.perf_counter() - t)
+print("WARM " + json.dumps(out))
+"""
+
+
+def bench_tracking_warm(repeats: int) -> dict[str, list[float]]:
+    """Seconds per job of a warm process (a sweep's worker after its first job), tracked vs `tracking=none`."""
+    with tempfile.TemporaryDirectory(prefix="bench-warm-") as tmp:
+        env = {**clean_env(Path(tmp)), "PYTHONPATH": str(REPO / "src")}
+        proc = subprocess.run([sys.executable, "-c", WARM_JOBS, str(repeats), str(REPO / "conf")], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=1800)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("WARM ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"warm tracking benchmark failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    out = json.loads(line[5:])
+    print(f"  warm jobs: tracked {med(out['local']):.3f} s, untracked {med(out['none']):.3f} s",
+          file=sys.stderr, flush=True)
+    return out
 
 
 def time_to_first_step(args: Sequence[str], tmp: Path) -> tuple[float, float]:
@@ -228,6 +270,17 @@ def markdown(report: dict[str, Any]) -> str:
                       f"{1 - min(ref['train']) / min(default['train']):.1%} by minima; process wall time "
                       f"{1 - med(ref['wall']) / med(default['wall']):.1%} (the mlflow import, store connection, "
                       "params, metric writes and artifacts)."]
+    warm = report.get("tracking_warm")
+    if warm:
+        t, n = med(warm["local"]), med(warm["none"])
+        lines += ["", f"**Tracking cost per job in a warm process** (a sweep worker after its first job: `app.run` of "
+                  f"the Adam job, {len(warm['local'])} tracked and {len(warm['none'])} untracked, alternated; "
+                  "imports and the store connection are paid once per process, see start-up)", "",
+                  "| job | median s | min s |", "|---|---:|---:|",
+                  f"| tracked (tracking=local) | {t:.3f} | {min(warm['local']):.3f} |",
+                  f"| untracked (tracking=none) | {n:.3f} | {min(warm['none']):.3f} |", "",
+                  f"Tracking's share of a tracked job: {t - n:.3f} s = {1 - n / t:.1%} by medians "
+                  f"({1 - min(warm['none']) / min(warm['local']):.1%} by minima)."]
     start = report.get("startup")
     if start:
         lines += ["", "**Start-up** (process start to the `step 0/` line printed just before the first training "
@@ -263,6 +316,10 @@ def targets_markdown(report: dict[str, Any]) -> list[str]:
         if ref.get("train") and default.get("train"):
             x = 1 - med(ref["train"]) / med(default["train"])
             rows.append(("… of the run's training time only", f"{x:.1%}", x <= 0.03))
+    warm = report.get("tracking_warm")
+    if warm:
+        x = 1 - med(warm["none"]) / med(warm["local"])
+        rows.append(("… per job in a warm process (sweep worker)", f"{x:.1%}", x <= 0.03))
     start = (report.get("startup") or {}).get("first_step", {})
     for name, firsts in start.items():
         rows.append((f"start-up < 3 s ({name})", f"{med(firsts):.2f} s", med(firsts) < 3.0))
@@ -297,6 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["launchers"] = bench_launchers(args.repeats)
     if "tracking" in parts:
         report["tracking"] = bench_tracking(args.tracking_repeats)
+        report["tracking_warm"] = bench_tracking_warm(2 * args.tracking_repeats)
     if "startup" in parts:
         report["startup"] = bench_startup(args.repeats)
     report["machine"]["loadavg_end"] = _loadavg()
