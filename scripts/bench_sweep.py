@@ -6,8 +6,9 @@
 
 (1) `train.py -m optimizer=sgd,momentum,adagrad,adam training.progress=false` with the basic launcher and with
 `hydra/launcher=parallel`, each against a fresh temporary store (MLFLOW_TRACKING_URI=sqlite:///TMP/mlflow.db,
-hydra.sweep.dir in TMP), the two alternated. (2) `train.py optimizer=adam force=true` with
-`tracking.store_every=1`, with a huge store_every (only each metric's last point stored) and, when
+hydra.sweep.dir in TMP), the two alternated; then the same with `seed=0,1,2` (12 jobs).
+(2) `train.py optimizer=adam force=true` with `tracking.store_every=1`, with a huge store_every (only each
+metric's last point stored) and, when
 conf/tracking/none.yaml exists, with `tracking=none`, alternated against one warmed-up temporary store: the
 run's own training time (from its `[name] step N/N ... (R it/s)` line) and the process wall time; and the same
 job run again and again in one warm process (as a sweep worker runs its second and later jobs), tracked vs
@@ -73,19 +74,19 @@ def train_seconds(stderr: str) -> float | None:
     return int(step) / float(rate) if float(rate) > 0 else None
 
 
-def bench_launchers(repeats: int) -> dict[str, list[float]]:
-    """Wall time of the four-optimizer sweep per launcher, alternated, a fresh store each time."""
+def bench_launchers(repeats: int, extra: Sequence[str] = (), jobs: int = 4) -> dict[str, list[float]]:
+    """Wall time of the four-optimizer sweep (times `extra`'s values) per launcher, alternated, a fresh store each."""
     walls: dict[str, list[float]] = defaultdict(list)
     launchers = {"basic": [], "parallel": ["hydra/launcher=parallel"]}
     for rep in range(repeats):
         order = list(launchers) if rep % 2 == 0 else list(reversed(launchers))
         for name in order:
             with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
-                wall, proc = run_train(["-m", SWEEP, "training.progress=false", *launchers[name]], Path(tmp))
-                if "4 finished" not in proc.stderr:
-                    raise RuntimeError(f"the {name} sweep did not finish 4 runs:\n{proc.stderr[-2000:]}")
+                wall, proc = run_train(["-m", SWEEP, *extra, "training.progress=false", *launchers[name]], Path(tmp))
+                if f"{jobs} finished" not in proc.stderr:
+                    raise RuntimeError(f"the {name} sweep did not finish {jobs} runs:\n{proc.stderr[-2000:]}")
             walls[name].append(wall)
-            print(f"  sweep {name} {rep + 1}/{repeats}: {wall:.1f} s", file=sys.stderr, flush=True)
+            print(f"  sweep ({jobs} jobs) {name} {rep + 1}/{repeats}: {wall:.1f} s", file=sys.stderr, flush=True)
     return dict(walls)
 
 
@@ -249,6 +250,11 @@ def markdown(report: dict[str, Any]) -> str:
         if "basic" in sweep and "parallel" in sweep:
             speedup = med(sweep["basic"]) / med(sweep["parallel"])
             lines += ["", f"Speed-up of `hydra/launcher=parallel`: **{speedup:.2f}x** (ratio of medians)."]
+    long = report.get("launchers_12")
+    if long and "basic" in long and "parallel" in long:
+        lines += ["", "The same with three seeds, 12 jobs (`... seed=0,1,2`; a process's fixed cost is spread over "
+                  "more jobs): " + ", ".join(f"{name} {med(w):.1f} s (min {min(w):.1f})" for name, w in long.items())
+                  + f"; speed-up **{med(long['basic']) / med(long['parallel']):.2f}x**."]
     tracking = report.get("tracking")
     if tracking:
         ref = tracking.get("tracking=none")
@@ -333,8 +339,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=3, help="repeats of each measurement (default 3)")
     p.add_argument("--tracking-repeats", type=int, default=5, help="repeats of the tracking comparison (default 5)")
-    p.add_argument("--only", default="launchers,tracking,startup",
-                   help="comma-separated parts to run: launchers, tracking, startup")
+    p.add_argument("--only", default="launchers,launchers12,tracking,startup",
+                   help="comma-separated parts to run: launchers, launchers12 (the 12-job sweep), tracking, startup")
     p.add_argument("--write", type=Path, help="replace the bench:sweep section of this Markdown file")
     p.add_argument("--json", type=Path, help="also write the report as JSON here")
     args = p.parse_args(argv)
@@ -352,6 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                        "tracking_repeats": args.tracking_repeats}}
     if "launchers" in parts:
         report["launchers"] = bench_launchers(args.repeats)
+    if "launchers12" in parts:
+        report["launchers_12"] = bench_launchers(max(1, args.repeats - 1), ["seed=0,1,2"], jobs=12)
     if "tracking" in parts:
         report["tracking"] = bench_tracking(args.tracking_repeats)
         report["tracking_warm"] = bench_tracking_warm(2 * args.tracking_repeats)
