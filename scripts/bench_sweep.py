@@ -8,11 +8,10 @@
 `hydra/launcher=parallel`, each against a fresh temporary store (MLFLOW_TRACKING_URI=sqlite:///TMP/mlflow.db,
 hydra.sweep.dir in TMP), the two alternated; then the same with `seed=0,1,2` (12 jobs).
 (2) `train.py optimizer=adam force=true` with `tracking.store_every=1`, with a huge store_every (only each
-metric's last point stored) and, when
-conf/tracking/none.yaml exists, with `tracking=none`, alternated against one warmed-up temporary store: the
-run's own training time (from its `[name] step N/N ... (R it/s)` line) and the process wall time; and the same
-job run again and again in one warm process (as a sweep worker runs its second and later jobs), tracked vs
-`tracking=none` alternated.
+metric's last point stored) and, when conf/tracking/none.yaml exists, with `tracking=none`, alternated against
+one warmed-up temporary store: the run's own training time (from its `[name] step N/N ... (R it/s)` line) and
+the process wall time; and the same job run again and again in one warm process (as a sweep worker runs its
+second and later jobs), tracked vs `tracking=none` alternated.
 (3) Start-up: process start to the `step 0/` line printed just before the first training step, and `import
 mlflow` (and others) alone. `--write FILE` replaces the `<!-- bench:sweep:start/end -->` section of FILE.
 """
