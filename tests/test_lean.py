@@ -44,7 +44,7 @@ def _train(lean: bool, optimizer: str, dtype: type, *, steps: int = 4, weight_de
 
 
 def test_conf_lists_every_optimizer() -> None:
-    assert CONF_OPTIMIZERS == sorted(OPTIMIZERS)
+    assert sorted(OPTIMIZERS) == CONF_OPTIMIZERS
 
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["numba", "numpy"])
