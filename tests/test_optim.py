@@ -546,3 +546,21 @@ def test_repeated_compiled_updates_see_new_hyperparameters_reset_and_loaded_stat
     mom.load_state_dict(saved)  # and a loaded velocity is the one the next update uses
     mom.update(p, g)
     np.testing.assert_array_equal(mom.state_dict()["v"], v2)
+
+
+def test_a_deep_copy_of_arrays_and_optimizer_updates_the_copied_arrays() -> None:
+    """Copies do not keep views as views: the remembered flat views must not survive a deepcopy or pickle."""
+    import copy
+    import pickle
+
+    from descentlab.optim import KERNEL_MIN_SIZE
+
+    n = KERNEL_MIN_SIZE
+    for clone in (copy.deepcopy, lambda obj: pickle.loads(pickle.dumps(obj))):
+        p, g, opt = np.ones(n, np.float32), np.full(n, 0.5, np.float32), Momentum(lr=0.1)
+        opt.update(p, g)
+        p2, g2, opt2 = clone((p, g, opt))
+        opt2.update(p2, g2)
+        opt.update(p, g)
+        np.testing.assert_array_equal(p2, p)  # the copy moved its own parameters, exactly as the original did
+        assert opt2.t == opt.t == 2

@@ -97,6 +97,10 @@ class Optimizer:
         # arrays again skip the validation and view building (~4 us a step), as nothing they checked can differ.
         self._last: tuple[Any, ...] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy or pickle does not keep views as views: the copy rebuilds its own on its first update.
+        return {**self.__dict__, "_last": None}
+
     def _kernel_scalars(self, f: Callable[[float], Any]) -> tuple[Any, ...]:  # pragma: no cover - interface
         """The kernel's scalar arguments for this step, each cast with ``f`` (the params' scalar type)."""
         raise NotImplementedError
