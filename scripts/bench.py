@@ -333,15 +333,17 @@ class BookRunner(Runner):
 class CoreRunner(Runner):
     def __init__(self, w: Workload, opt: str) -> None:
         from descentlab.optim import make_optimizer
+        from descentlab.training import RowGather
 
         self.w, self.model, self.opt = w, new_mlp(w.weights), make_optimizer(opt, lr=BOOK_LR[opt])
+        self.gather = RowGather(w.data.x_train)  # the minibatch gather training.fit uses
 
     def train(self, iterations: int) -> np.ndarray:
-        x, t, idx, model, opt = self.w.data.x_train, self.w.data.y_train, self.w.idx, self.model, self.opt
+        gather, t, idx, model, opt = self.gather, self.w.data.y_train, self.w.idx, self.model, self.opt
         losses = np.empty(iterations)
         for i in range(iterations):
             b = idx[i]
-            losses[i] = model.loss_and_grad(x.take(b, axis=0), t.take(b, axis=0))  # as training.fit gathers
+            losses[i] = model.loss_and_grad(gather(b), t.take(b, axis=0))  # as training.fit gathers
             opt.update(model.params, model.grads)
         return losses
 
@@ -489,8 +491,9 @@ def timed(runner: Runner, iterations: int) -> tuple[float, np.ndarray]:
 def profile_core(w: Workload, opt: str, iterations: int) -> dict[str, float]:
     """Seconds per piece over `iterations` descentlab steps: gather, each layer's forward/backward, head, update.
 
-    Layer methods are wrapped on the instances (whatever MLP.loss_and_grad calls), so the profile follows the
-    library as it changes; time in loss_and_grad outside the wrapped methods is reported as `other`.
+    What MLP.loss_and_grad calls is wrapped on the instances: the lean step's matmuls and kernels
+    (`wrap_lean_step`) or, for a network that takes the layer path, the layer methods; so the profile follows
+    the library as it changes. Time in loss_and_grad outside the wrapped calls is reported as `other`.
     """
     runner = CoreRunner(w, opt)
     runner.train(min(20, iterations))
@@ -509,8 +512,11 @@ def profile_core(w: Workload, opt: str, iterations: int) -> dict[str, float]:
 
         setattr(obj, method, timed_call)
 
+    step = getattr(model, "_lean_step", None)
+    if step is not None:  # MLP.loss_and_grad runs nn/lean.py's flat loop, not the layer objects
+        wrap_lean_step(step, acc)
     counts: dict[str, int] = defaultdict(int)
-    for layer in [*getattr(model, "layers", []), getattr(model, "head", None)]:
+    for layer in [*getattr(model, "layers", []), getattr(model, "head", None)] if step is None else []:
         if layer is None:
             continue
         kind = type(layer).__name__
@@ -519,7 +525,7 @@ def profile_core(w: Workload, opt: str, iterations: int) -> dict[str, float]:
         for method in ("forward", "backward"):
             if callable(getattr(layer, method, None)):
                 wrap(layer, method, f"{name}.{method}")
-    x, t, idx = w.data.x_train, w.data.y_train, w.idx
+    gather, t, idx = runner.gather, w.data.y_train, w.idx
     gc.collect()
     gc.disable()
     try:
@@ -527,7 +533,7 @@ def profile_core(w: Workload, opt: str, iterations: int) -> dict[str, float]:
         for i in range(iterations):
             t0 = perf()
             b = idx[i % len(idx)]
-            xb, tb = x.take(b, axis=0), t.take(b, axis=0)
+            xb, tb = gather(b), t.take(b, axis=0)
             t1 = perf()
             model.loss_and_grad(xb, tb)
             t2 = perf()
@@ -542,6 +548,41 @@ def profile_core(w: Workload, opt: str, iterations: int) -> dict[str, float]:
     layers = sum(v for k, v in acc.items() if "." in k)
     acc["other"] = acc["loss_and_grad"] - layers
     return {k: v / iterations for k, v in acc.items()}
+
+
+def wrap_lean_step(step: Any, acc: dict[str, float]) -> None:
+    """Time a `descentlab.nn.lean.LeanStep`'s calls under the layer path's piece names.
+
+    `AffineK.forward`/`.backward` are that layer's matmul calls (so `matmul alone` compares like with like), plus
+    the last layer's bias add (forward) and bias gradient (backward); `ReLUK.forward` is the fused bias add +
+    ReLU after AffineK, `ReLUK.backward` the fused ReLU mask + AffineK's bias gradient.
+    """
+    perf = time.perf_counter
+    last = len(step.W)
+    piece = {id(out): f"Affine{k + 1}.forward" for k, out in enumerate(step.outs)}
+    piece.update({id(g): f"Affine{k + 1}.backward" for k, g in enumerate(step.dW)})
+    piece.update({id(g): f"Affine{k + 1}.backward" for k, g in enumerate(step.dx)})
+    piece.update({id(g): f"Affine{last}.backward" for g in step.db[-1:]})
+    relu_fwd = {id(out): f"ReLU{k + 1}.forward" for k, out in enumerate(step.outs[:-1])}
+    relu_bwd = {id(g): f"ReLU{k}.backward" for k, g in enumerate(step.dx) if k}
+
+    def timed(fn: Callable[..., Any], key: Callable[[tuple[Any, ...], dict[str, Any]], str]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            t0 = perf()
+            out = fn(*args, **kwargs)
+            acc[key(args, kwargs)] += perf() - t0
+            return out
+
+        return call
+
+    step.matmul = timed(step.matmul, lambda a, kw: piece[id(kw["out"])])
+    kernels = {"bias_relu": lambda a, kw: relu_fwd[id(a[0])], "add_bias": lambda a, kw: f"Affine{last}.forward",
+               "column_sum": lambda a, kw: piece[id(a[1])],
+               "relu_backward_column_sum": lambda a, kw: relu_bwd[id(a[0])],
+               "softmax": lambda a, kw: "SoftmaxCrossEntropy.forward"}
+    for attr, key in kernels.items():
+        if getattr(step, attr) is not None:
+            setattr(step, attr, timed(getattr(step, attr), key))
 
 
 def profile_floor(w: Workload, iterations: int) -> dict[str, float]:
@@ -699,6 +740,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     report["times"] = {impl: dict(v) for impl, v in times.items()}
     report["profile"] = profile
     report["floor_pieces"] = floor_pieces
+    report["profile_lean"] = bool(getattr(new_mlp(), "lean", False))  # MLP.loss_and_grad takes nn/lean.py's loop
     report["results"] = summarize(times, n)
     report["impl_flops"] = {k: IMPL_FLOPS[k] for k in report["results"]}
     report["labels"] = {k: IMPLS[k] for k in report["results"]}
@@ -915,6 +957,11 @@ def profile_markdown(report: dict[str, Any]) -> list[str]:
     lines = ["", "**Where descentlab's time goes** (µs per iteration, mean over the optimizers' profile runs; "
              "`matmul alone` is the same matmuls timed in isolation)", "",
              "| piece | µs/it | matmul alone | overhead |", "|---|---:|---:|---:|"]
+    if report.get("profile_lean"):
+        lines[2:2] = ["", "`loss_and_grad` runs the lean Affine/ReLU loop (`descentlab.nn.lean`): an `AffineK` row "
+                      "is that layer's matmul calls (the last layer's also its bias add and bias gradient); "
+                      "`ReLUK.forward` is AffineK's bias add fused with the ReLU, `ReLUK.backward` the ReLU mask fused "
+                      "with AffineK's bias gradient."]
     for k in pieces:
         alone = floor.get(k)
         lines.append(f"| {k} | {mean[k] * 1e6:.0f} | {fmt(alone * 1e6 if alone else math.nan, 0)} | "
@@ -924,7 +971,7 @@ def profile_markdown(report: dict[str, Any]) -> list[str]:
     lines.append(f"| all layers | {total_layers * 1e6:.0f} | {sum(floor.values()) * 1e6:.0f} | "
                  f"{(total_layers - sum(floor.values())) * 1e6:.0f} |")
     lines += ["", "| per optimizer (µs/it) | " + " | ".join(opts) + " |", "|---|" + "---:|" * len(opts)]
-    for key, label in (("gather", "minibatch gather x.take(idx)"), ("loss_and_grad", "loss_and_grad"),
+    for key, label in (("gather", "minibatch gather (`RowGather`, as `fit`)"), ("loss_and_grad", "loss_and_grad"),
                        ("update", "optimizer update"), ("total", "total (profiled)")):
         lines.append(f"| {label} | " + " | ".join(f"{prof[o][key] * 1e6:.0f}" for o in opts) + " |")
     lines.append("| update share of total | " + " | ".join(f"{prof[o]['update'] / prof[o]['total']:.0%}"

@@ -66,6 +66,13 @@ def test_report_structure(bench_run: tuple[dict, str, Path]) -> None:
     assert {"book / core", "core / floor", "fit(eval_every=None) / core"} <= set(report["ratios"])
     profile = report["profile"]["adam"]
     assert profile["total"] > 0 and profile["update"] > 0 and "Affine1.forward" in profile
+    # The lean loop's matmuls and kernels are timed under the layer pieces' names (wrap_lean_step).
+    assert report["profile_lean"] is True
+    lean_pieces = {f"Affine{k}.{m}" for k in range(1, 6) for m in ("forward", "backward")}
+    lean_pieces |= {f"ReLU{k}.{m}" for k in range(1, 5) for m in ("forward", "backward")}
+    assert lean_pieces | {"SoftmaxCrossEntropy.forward"} == {k for k in profile if "." in k}
+    assert all(profile[k] > 0 for k in lean_pieces)
+    assert "runs the lean Affine/ReLU loop" in stdout
     assert all(math.isfinite(v) for impl in report["final_loss"].values() for v in impl.values())
     assert "Seconds per 1,000 iterations" in stdout and "| descentlab core" in stdout
 

@@ -110,3 +110,39 @@ def test_training_forward_returns_a_new_array_not_a_reused_buffer() -> None:
     np.testing.assert_array_equal(first, kept)
     np.testing.assert_array_equal(model.forward(a, train=True), kept)  # same input, same logits
     np.testing.assert_allclose(model.forward(a), kept, rtol=1e-6)  # inference path, fresh arrays
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_kernels_equal_the_separate_ones_bit_for_bit(dtype: type) -> None:
+    x = _data(dtype, shape=(37, 13))
+    b = np.random.default_rng(9).standard_normal(13).astype(dtype)
+    fused, separate = x.copy(), x.copy()
+    kernels.kernel("bias_relu")(fused, b)
+    kernels.kernel("add_bias")(separate, b)
+    kernels.kernel("relu")(separate)
+    np.testing.assert_array_equal(fused, separate)
+    assert np.array_equal(np.signbit(fused), np.signbit(separate))  # the same -0.0s too
+
+    y = fused
+    d1, d2 = _data(dtype, seed=10), _data(dtype, seed=10)
+    db1, db2 = np.empty(13, dtype), np.empty(13, dtype)
+    kernels.kernel("relu_backward_column_sum")(d1, y, db1)
+    kernels.kernel("relu_backward")(d2, y)
+    kernels.kernel("column_sum")(d2, db2)
+    np.testing.assert_array_equal(d1, d2)
+    np.testing.assert_array_equal(db1, db2)
+    np.testing.assert_array_equal(db1, (_data(dtype, seed=10) * (y > 0)).sum(axis=0))  # NumPy's order
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8])
+def test_take_rows_equals_fancy_indexing(dtype: type) -> None:
+    rng = np.random.default_rng(12)
+    x = (100 * rng.random((40, 11))).astype(dtype)
+    for n in (0, 1, 7, 8, 9, 128):
+        idx = rng.integers(0, 40, n)
+        out = np.full((n, 11), 99, dtype)
+        kernels.kernel("take_rows")(x, idx, out)
+        np.testing.assert_array_equal(out, x[idx])
+    for bad in ([40], [-1], [0, 1, 2, 3, 4, 5, 6, 7, 41]):
+        with pytest.raises(IndexError, match="row index out of range"):
+            kernels.kernel("take_rows")(x, np.array(bad), np.empty((len(bad), 11), dtype))

@@ -506,3 +506,61 @@ def test_compiled_path_is_taken_and_non_contiguous_params_fall_back(monkeypatch)
     # Small arrays (a 2-D objective's point) never start numba.
     Adam().update(np.ones(n - 1, dtype=np.float32), np.ones(n - 1, dtype=np.float32))
     assert calls == ["adam_step"]
+
+
+def test_repeated_compiled_updates_see_new_hyperparameters_reset_and_loaded_state() -> None:
+    """The same arrays again take a shortcut past validation; it must not freeze scalars or state."""
+    pytest.importorskip("numba")
+    from descentlab import kernels
+    from descentlab.optim import KERNEL_MIN_SIZE
+
+    if not kernels.enabled():
+        pytest.skip("compiled kernels disabled (DESCENTLAB_NUMBA=0)")
+    f32 = np.float32
+    n = KERNEL_MIN_SIZE
+    p, g = np.ones(n, f32), np.full(n, 0.5, f32)
+    sgd = SGD(lr=0.5)
+    sgd.update(p, g)
+    sgd.update(p, g)
+    sgd.lr = 0.25  # a schedule changing lr between steps
+    sgd.update(p, g)
+    np.testing.assert_array_equal(p, f32(1) - f32(0.25) - f32(0.25) - f32(0.125))
+    assert sgd.t == 3
+    with pytest.raises(ValueError, match="do not match params"):
+        sgd.update(p, np.ones(n + 1, f32))
+    q = np.ones(n, f32)
+    sgd.update(q, g)  # other arrays are updated, not the last ones
+    np.testing.assert_array_equal(q, f32(1) - f32(0.125))
+    np.testing.assert_array_equal(p, f32(0.375))
+
+    mom, p = Momentum(lr=0.1, momentum=0.9), np.ones(n, f32)
+    g = np.ones(n, f32)
+    mom.update(p, g)
+    saved = mom.state_dict()
+    mom.update(p, g)
+    v2 = f32(0.9) * -f32(0.1) - f32(0.1)
+    np.testing.assert_array_equal(p, f32(1) - f32(0.1) + v2)
+    mom.reset()  # velocity forgotten although the arrays are the same
+    mom.update(p, g)
+    np.testing.assert_array_equal(mom.state_dict()["v"], -f32(0.1))
+    mom.load_state_dict(saved)  # and a loaded velocity is the one the next update uses
+    mom.update(p, g)
+    np.testing.assert_array_equal(mom.state_dict()["v"], v2)
+
+
+def test_a_deep_copy_of_arrays_and_optimizer_updates_the_copied_arrays() -> None:
+    """Copies do not keep views as views: the remembered flat views must not survive a deepcopy or pickle."""
+    import copy
+    import pickle
+
+    from descentlab.optim import KERNEL_MIN_SIZE
+
+    n = KERNEL_MIN_SIZE
+    for clone in (copy.deepcopy, lambda obj: pickle.loads(pickle.dumps(obj))):
+        p, g, opt = np.ones(n, np.float32), np.full(n, 0.5, np.float32), Momentum(lr=0.1)
+        opt.update(p, g)
+        p2, g2, opt2 = clone((p, g, opt))
+        opt2.update(p2, g2)
+        opt.update(p, g)
+        np.testing.assert_array_equal(p2, p)  # the copy moved its own parameters, exactly as the original did
+        assert opt2.t == opt.t == 2

@@ -147,6 +147,62 @@ def relu_backward(d: np.ndarray, y: np.ndarray) -> None:
             d[i, j] *= y[i, j] > 0
 
 
+def bias_relu(out: np.ndarray, b: np.ndarray) -> None:
+    """out = max(out + b, 0) in place: add_bias then relu in one pass, the same two roundings per element."""
+    n, k = out.shape
+    for i in range(n):
+        for j in range(k):
+            v = out[i, j] + b[j]
+            out[i, j] = v * (v > 0)
+
+
+def relu_backward_column_sum(d: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
+    """relu_backward(d, y) then column_sum(d, out) in one pass: d *= (y > 0); out = d.sum(axis=0), rows in order."""
+    n, k = d.shape
+    for j in range(k):
+        v = d[0, j] * (y[0, j] > 0)
+        d[0, j] = v
+        out[j] = v
+    for i in range(1, n):
+        for j in range(k):
+            v = d[i, j] * (y[i, j] > 0)
+            d[i, j] = v
+            out[j] += v
+
+
+def take_rows(x: np.ndarray, idx: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = x[idx[i]] for a 2-D ``x``: np.take(x, idx, axis=0) into a reused buffer.
+
+    Eight rows are copied side by side, so eight streams of cache misses overlap (a minibatch's rows are
+    scattered over a data set larger than L2; ~30 instead of ~40 µs for 128 MNIST rows). An index outside
+    [0, len(x)) raises IndexError (negatives do not wrap around).
+    """
+    n, k = x.shape
+    m = idx.shape[0]
+    for i in range(m):
+        if idx[i] < 0 or idx[i] >= n:
+            raise IndexError("row index out of range")
+    i = 0
+    while i + 8 <= m:
+        r0, r1, r2, r3 = idx[i], idx[i + 1], idx[i + 2], idx[i + 3]
+        r4, r5, r6, r7 = idx[i + 4], idx[i + 5], idx[i + 6], idx[i + 7]
+        for j in range(k):
+            out[i, j] = x[r0, j]
+            out[i + 1, j] = x[r1, j]
+            out[i + 2, j] = x[r2, j]
+            out[i + 3, j] = x[r3, j]
+            out[i + 4, j] = x[r4, j]
+            out[i + 5, j] = x[r5, j]
+            out[i + 6, j] = x[r6, j]
+            out[i + 7, j] = x[r7, j]
+        i += 8
+    while i < m:
+        r = idx[i]
+        for j in range(k):
+            out[i, j] = x[r, j]
+        i += 1
+
+
 def column_sum(d: np.ndarray, out: np.ndarray) -> None:
     """out = d.sum(axis=0), rows added in order (NumPy's order for axis 0 of a C-contiguous array)."""
     n, k = d.shape
@@ -199,6 +255,9 @@ _SOURCES: dict[str, Callable[..., Any]] = {
         add_bias,
         relu,
         relu_backward,
+        bias_relu,
+        relu_backward_column_sum,
+        take_rows,
         column_sum,
         softmax_cross_entropy_grad,
     )
