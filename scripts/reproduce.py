@@ -20,9 +20,12 @@ REPO = Path(__file__).resolve().parent.parent
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "adam")
 
 
-def run_sweep(figure: str, seeds: int, dataset: str, parallel: bool, iterations: int | None) -> None:
+def run_sweep(figure: str, seeds: int, dataset: str, parallel: bool, iterations: int | None,
+              sweep_dir: Path | None = None) -> None:
     """Launch (or complete) the figure's sweep through train.py; finished jobs are skipped."""
     args = [sys.executable, str(REPO / "train.py"), "-m", f"experiment={figure}", f"optimizer={','.join(OPTIMIZERS)}"]
+    if sweep_dir is not None:  # Hydra's job folders; by default multirun/ of the repository
+        args.append(f"hydra.sweep.dir={sweep_dir.resolve()}/${{now:%Y-%m-%d}}/${{now:%H-%M-%S.%f}}")
     if figure == "fig6_9":
         args += [f"seed={','.join(str(s) for s in range(seeds))}", f"dataset={dataset}"]
         if iterations is not None:
@@ -87,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=2000, help="fig6_9 only (default: the book's 2000)")
     parser.add_argument("--out", type=Path, default=REPO / "reports")
     parser.add_argument("--no-parallel", action="store_true", help="run the sweep's jobs one after another")
+    parser.add_argument("--sweep-dir", type=Path, help="folder for the jobs' Hydra outputs (default: multirun/)")
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.iterations < 1:
         parser.error(f"--seeds and --iterations must be >= 1, got {args.seeds} and {args.iterations}")
@@ -96,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     run_sweep(args.figure, args.seeds, args.dataset, parallel=not args.no_parallel,
-              iterations=None if args.iterations == 2000 else args.iterations)
+              iterations=None if args.iterations == 2000 else args.iterations, sweep_dir=args.sweep_dir)
     uri = default_tracking_uri()
     out = args.out / args.figure
     out.mkdir(parents=True, exist_ok=True)

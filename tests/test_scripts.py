@@ -45,15 +45,16 @@ def test_analyze_unknown_experiment_is_one_line(store) -> None:
 
 
 def test_reproduce_figures_from_tracked_runs(store) -> None:
-    out = store.root / "reports"
-    fig68 = script(store, "reproduce.py", "fig6_8", "--out", str(out), "--no-parallel")
+    out, jobs = store.root / "reports", store.root / "multirun"
+    fig68 = script(store, "reproduce.py", "fig6_8", "--out", str(out), "--no-parallel", "--sweep-dir", str(jobs))
     assert fig68.returncode == 0, fig68.stderr[-2000:]
     assert {"fig6_8.png", "fig6_8.pdf", "fig6_8_paths.csv"} <= {p.name for p in (out / "fig6_8").iterdir()}
     paths = pd.read_csv(out / "fig6_8" / "fig6_8_paths.csv")
     assert paths.groupby("optimizer.name")["step"].nunique().to_dict() == {o: 31 for o in
                                                                            ("adagrad", "adam", "momentum", "sgd")}
 
-    fig69 = script(store, "reproduce.py", "fig6_9", "--seeds", "2", "--iterations", "300", "--out", str(out))
+    fig69 = script(store, "reproduce.py", "fig6_9", "--seeds", "2", "--iterations", "300", "--out", str(out),
+                   "--sweep-dir", str(jobs))
     assert fig69.returncode == 0, fig69.stderr[-2000:]
     files = {p.name for p in (out / "fig6_9").iterdir()}
     assert {"fig6_9_book.png", "fig6_9_ours.png", "fig6_9_train_loss.csv", "fig6_9_summary.csv"} <= files
@@ -61,5 +62,8 @@ def test_reproduce_figures_from_tracked_runs(store) -> None:
     loss = summary[summary["metric"] == "final/train_loss"].set_index("optimizer.name")["mean"]
     assert loss.idxmax() == "sgd"  # the book's finding: SGD learns slowest
     assert (summary.loc[summary["metric"] == "final/train_loss", "n"] == 2).all()
-    again = script(store, "reproduce.py", "fig6_9", "--seeds", "2", "--iterations", "300", "--out", str(out))
+    again = script(store, "reproduce.py", "fig6_9", "--seeds", "2", "--iterations", "300", "--out", str(out),
+                   "--sweep-dir", str(jobs))
     assert again.returncode == 0 and again.stderr.count("skipped ") == 8  # nothing trained twice
+    # Every job's Hydra folder went where --sweep-dir said (4 + 8 + 8 jobs, three sweeps), not into the repository.
+    assert len(list(jobs.glob("*/*/[0-9]*/.hydra"))) == 20 and len(list(jobs.glob("*/*/multirun.yaml"))) == 3
