@@ -48,6 +48,21 @@ def test_jobs_of_one_process_share_a_read_only_data_set(tmp_path: Path, monkeypa
     assert not (tmp_path / "mlruns").exists()  # tracking=none: no store either
 
 
+def test_after_the_first_job_long_lived_objects_leave_the_collectors_scans(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    assert app.run(job_config(tmp_path, "tracking=none"))["status"] == "FINISHED"
+    frozen = gc.get_freeze_count()
+    assert frozen > 10_000  # the modules and caches alive after a job
+    assert app.run(job_config(tmp_path, "tracking=none", "optimizer=sgd"))["status"] == "FINISHED"
+    assert gc.get_freeze_count() <= frozen  # frozen once per process (frozen objects may still be freed)
+    gc.unfreeze()
+
+
 def test_a_tracked_job_stores_every_loss_and_its_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     result = app.run(job_config(tmp_path))
