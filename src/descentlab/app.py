@@ -154,7 +154,7 @@ def _load_dataset(name: str, path: str | None, download: bool) -> Any:
     """
     from descentlab.data import load_dataset
 
-    data = load_dataset(name, **({"path": path, "download": download} if name in ("mnist", "fashion_mnist") else {}))
+    data = load_dataset(name, path=path, download=download)  # path is None for the embedded sets
     for array in (data.x_train, data.y_train, data.x_test, data.y_test):
         array.flags.writeable = False
     return data
