@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from descentlab.data.idx_specs import cache_root  # the one cache root: $DESCENTLAB_CACHE_DIR, XDG, ~/.cache
+
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
@@ -217,14 +219,6 @@ def _probe_tcp(uri: str) -> None:
         raise TrackingUnavailableError(f"tracking database {redact(uri)} is unreachable: {exc}") from exc
 
 
-def _cache_dir() -> Path:
-    """Where the empty-schema template lives: $DESCENTLAB_CACHE_DIR, else $XDG_CACHE_HOME/descentlab, else ~/.cache."""
-    explicit = os.environ.get("DESCENTLAB_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "descentlab"
-
-
 def _schema_template() -> Path | None:
     """An empty SQLite store with MLflow's current schema, built once per MLflow/SQLAlchemy/Alembic version.
 
@@ -239,7 +233,7 @@ def _schema_template() -> Path | None:
         versions = "-".join(metadata.version(d) for d in ("mlflow", "sqlalchemy", "alembic"))
     except metadata.PackageNotFoundError:
         return None
-    template = _cache_dir() / f"mlflow-empty-{re.sub(r'[^A-Za-z0-9.]+', '_', versions)}.db"
+    template = cache_root() / f"mlflow-empty-{re.sub(r'[^A-Za-z0-9.]+', '_', versions)}.db"
     if template.is_file():
         return template
     try:
