@@ -15,7 +15,6 @@ blocks (`log_series`), so nothing here runs once per training step.
 from __future__ import annotations
 
 import contextlib
-import csv
 import gc
 import getpass
 import logging
@@ -371,10 +370,7 @@ class RunTracker:
         """Write the full history as CSV (step,metric,value; values round-trip exactly)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["step", "metric", "value"])
-            writer.writerows((step, key, repr(value)) for step, key, value, _ in self._points)
+        unsent.write_points(path, self._points, with_timestamp=False)
         return path
 
     def log_history(self, artifact_path: str | None = None, filename: str = HISTORY_CSV) -> None:

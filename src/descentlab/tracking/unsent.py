@@ -19,7 +19,7 @@ from typing import Any
 
 from descentlab.tracking.store import TrackingUnavailableError, redact
 
-__all__ = ["UNSENT_CSV", "UNSENT_JSON", "TrackingLostError", "import_unsent", "save_unsent"]
+__all__ = ["UNSENT_CSV", "UNSENT_JSON", "TrackingLostError", "import_unsent", "save_unsent", "write_points"]
 
 UNSENT_CSV = "unsent_metrics.csv"
 UNSENT_JSON = "unsent_run.json"
@@ -32,7 +32,11 @@ class TrackingLostError(TrackingUnavailableError):
     """The store went away during a run and stayed away; the unsent metrics were saved to a file."""
 
 
-def _write_points(path: Path, points: Sequence[Point], with_timestamp: bool) -> None:
+def write_points(path: Path, points: Sequence[Point], with_timestamp: bool) -> None:
+    """Points as CSV: step,metric,value[,timestamp_ms], values as repr (they round-trip exactly).
+
+    Without timestamps this is the run's `metrics.csv`, what analysis reads (`RunTracker.write_history_csv`).
+    """
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["step", "metric", "value", "timestamp_ms"] if with_timestamp else ["step", "metric", "value"])
@@ -56,8 +60,8 @@ def save_unsent(
     one-line error to raise. `status` is what the run should end as once imported."""
     out = Path(folder) if folder is not None else Path.cwd()
     out.mkdir(parents=True, exist_ok=True)
-    _write_points(out / UNSENT_CSV, unsent, with_timestamp=True)
-    _write_points(out / HISTORY_COPY, history, with_timestamp=False)
+    write_points(out / UNSENT_CSV, unsent, with_timestamp=True)
+    write_points(out / HISTORY_COPY, history, with_timestamp=False)
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     state = {
         "run_id": run_id,
