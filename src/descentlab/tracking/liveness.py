@@ -66,26 +66,25 @@ def liveness_tags() -> dict[str, str]:
     return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), STARTED_TAG: now, HEARTBEAT_TAG: now}
 
 
-def _process_start_s(pid: int) -> float | None:
-    """When process `pid` started (epoch seconds), from /proc; None where /proc is not there."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first); None where it cannot be read."""
     try:
-        stat = open(f"/proc/{pid}/stat", encoding="ascii", errors="replace").read()  # noqa: SIM115
-        fields = stat.rpartition(")")[2].split()  # the command name may hold spaces and parentheses
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()  # the command name may hold spaces and parentheses
+
+
+def _process_start_s(fields: list[str]) -> float | None:
+    """When the process started (epoch seconds), from its stat fields and /proc/stat; None if unknown."""
+    try:
         ticks = int(fields[19])  # field 22 of the line: start time in clock ticks after boot
         with open("/proc/stat", encoding="ascii") as f:
             boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
         return boot + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, StopIteration):
         return None
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = open(f"/proc/{pid}/stat", encoding="ascii", errors="replace").read()  # noqa: SIM115
-    except OSError:
-        return False
-    fields = stat.rpartition(")")[2].split()
-    return bool(fields) and fields[0] in ("Z", "X")
 
 
 def process_alive(pid: int, started_ms: int | None = None) -> bool:
@@ -101,10 +100,13 @@ def process_alive(pid: int, started_ms: int | None = None) -> bool:
         return False
     except PermissionError:  # exists, another user's
         pass
-    if _is_zombie(pid):
+    fields = _stat_fields(pid)
+    if not fields:  # no /proc: existence is all we can tell
+        return True
+    if fields[0] in ("Z", "X"):  # a zombie
         return False
     if started_ms is not None:
-        start = _process_start_s(pid)
+        start = _process_start_s(fields)
         if start is not None and start > started_ms / 1000 + START_SLACK_S:
             return False
     return True
