@@ -48,19 +48,46 @@ def test_jobs_of_one_process_share_a_read_only_data_set(tmp_path: Path, monkeypa
     assert not (tmp_path / "mlruns").exists()  # tracking=none: no store either
 
 
-def test_after_the_first_job_long_lived_objects_leave_the_collectors_scans(tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_first_job_loads_without_full_collections_and_trains_with_them(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import gc
 
+    from descentlab import startup
+
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(startup, "_first_job_done", False)  # as in a fresh worker process
+    monkeypatch.setattr(startup, "_paused", False)
     gc.unfreeze()
-    assert gc.get_freeze_count() == 0
-    assert app.run(job_config(tmp_path, "tracking=none"))["status"] == "FINISHED"
-    frozen = gc.get_freeze_count()
-    assert frozen > 10_000  # the modules and caches alive after a job
-    assert app.run(job_config(tmp_path, "tracking=none", "optimizer=sgd"))["status"] == "FINISHED"
-    assert gc.get_freeze_count() <= frozen  # frozen once per process (frozen objects may still be freed)
-    gc.unfreeze()
+    seen: list[tuple[bool, int]] = []
+    execute = app.ClassifyTask.execute
+
+    def spy(self, *args, **kwargs):
+        seen.append((gc.isenabled(), gc.get_freeze_count()))
+        return execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(app.ClassifyTask, "execute", spy)
+    run = app._run
+
+    def spy_run(cfg):
+        seen.append((gc.isenabled(), gc.get_freeze_count()))
+        return run(cfg)
+
+    monkeypatch.setattr(app, "_run", spy_run)
+    try:
+        assert app.run(job_config(tmp_path, "tracking=none"))["status"] == "FINISHED"
+        after_first = gc.get_freeze_count()
+        assert app.run(job_config(tmp_path, "tracking=none", "optimizer=sgd"))["status"] == "FINISHED"
+        after_second = gc.get_freeze_count()
+        assert gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
+    (loading_collects, _), (training_collects, frozen_at_training), (second_loading, _), (second_training, _) = seen
+    assert not loading_collects and training_collects  # paused while loading; collecting once the work starts
+    assert frozen_at_training > 10_000  # what start-up loaded is frozen, out of later scans
+    assert after_first >= frozen_at_training  # and what the first job loaded lazily (loky's gc.collect per task)
+    assert second_loading and second_training  # a process's later jobs never pause the collector
+    assert after_second <= after_first  # frozen once per process (frozen objects may still be freed)
 
 
 def test_a_tracked_job_stores_every_loss_and_its_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,6 @@ so bad input leaves no run behind. Once the run exists, it always ends FINISHED,
 from __future__ import annotations
 
 import functools
-import gc
 import os
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from descentlab import startup
 from descentlab.config import ConfigError, config_hash, optimizer_hyperparams, run_name, run_params, validate
 from descentlab.optim import make_optimizer
 from descentlab.tracking.callbacks import repair_stale, store_for
@@ -53,21 +53,11 @@ class JobContext:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one job: skip it if an identical FINISHED run exists, else train and track it."""
+    startup.pause()  # a sweep worker's first job: mlflow & co. load now (train.py paused it for its own process)
     try:
         return _run(cfg)
     finally:
-        _freeze_long_lived()
-
-
-def _freeze_long_lived() -> None:
-    """After a process's first job, keep what is alive then (modules, caches) out of the collector's scans.
-
-    Why: a full collection in a sweep worker scans ~400k objects (mlflow, SQLAlchemy, numba, matplotlib):
-    ~160 ms, and joblib's loky workers call gc.collect() after every task. Frozen, it takes ~1 ms. Later jobs'
-    objects are collected as usual; only cyclic garbage the first job left behind is kept (once per process).
-    """
-    if not gc.get_freeze_count():
-        gc.freeze()
+        startup.after_first_job()
 
 
 def _run(cfg: DictConfig) -> dict[str, Any]:
@@ -122,6 +112,7 @@ def execute(cfg: DictConfig, task: ClassifyTask | Function2dTask, tracker: Any, 
     """Run the task inside the tracker's run and log the run's files; returns the terminal status."""
     from threadpoolctl import threadpool_limits
 
+    startup.resume()  # modules, store and data are loaded: freeze them; the job's own garbage is collected
     with tracker:
         tracker.log_params(run_params(cfg))
         with threadpool_limits(limits=cfg.training.blas_threads), tempfile.TemporaryDirectory() as tmp:

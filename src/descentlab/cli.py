@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from descentlab import startup
+
 
 def one_line(exc: BaseException) -> str:
     """The exception's message and its direct cause's first line, folded onto one line."""
@@ -53,6 +55,7 @@ def _storage_error(exc: BaseException) -> bool:
 
 def guarded_main(main: Callable[[], object], entry_file: str) -> None:
     """Run a `@hydra.main` function; turn known errors into one line and exit code 2."""
+    startup.pause()  # no full collections while mlflow & co. load (~0.5 s); see descentlab.startup
     # The store defaults to <repo>/mlruns, the folder of train.py, whatever the working directory.
     os.environ.setdefault("DESCENTLAB_ROOT", str(Path(entry_file).resolve().parent))
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"

@@ -21,7 +21,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from descentlab import startup
+
 JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # runs the jobs in this process
 
 # The sweep this process launched and has not closed yet: (tracking URI, sweep dir).
 _open_sweep: tuple[str, Path] | None = None
@@ -54,6 +57,13 @@ class SweepCallback(Callback):
     """Creates the store in the launching process; ends the sweep's parent run."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self._prepare(config)
+        finally:
+            if OmegaConf.select(config, "hydra.launcher._target_") != BASIC_LAUNCHER:
+                startup.resume()  # the jobs run elsewhere: this process's start-up is over
+
+    def _prepare(self, config: DictConfig) -> None:
         global _open_sweep
         if not config.tracking.enabled:
             return
