@@ -53,7 +53,7 @@ class JobContext:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one job: skip it if an identical FINISHED run exists, else train and track it."""
-    startup.pause()  # a sweep worker's first job: mlflow & co. load now (train.py paused it for its own process)
+    startup.pause()  # a sweep worker's first job loads mlflow & co. now (train.py's guarded_main paused it already)
     try:
         return _run(cfg)
     finally:
