@@ -1,8 +1,8 @@
 """A process's start-up: the cyclic garbage collector paused while modules load, then their objects frozen.
 
 Why: a tracked job imports mlflow, SQLAlchemy, pandas, numba and matplotlib: ~400k objects that live until the
-process exits. While they load, every full collection scans all of them again; measured here, the six full
-collections before a tracked run's first step took ~0.5 s of its ~3.2 s. So the collector is paused from the
+process exits. While they load, every full collection scans all of them again; measured here, the collector
+took 0.3–0.5 s of a tracked run's ~3.2 s to its first step. So the collector is paused from the
 entry point (`pause`) until the first job starts its work (`resume`), which freezes what is alive then
 (`gc.freeze`: never scanned again) and turns collection back on, so a job's own cyclic garbage is still
 collected. After the first job, `after_first_job` freezes once more what that job loaded lazily: joblib's loky
