@@ -69,6 +69,14 @@ def test_decade_limits(values: list[list[float]], limits: tuple[float, float]) -
     assert run_plots._decade_limits(values) == pytest.approx(limits)
 
 
+def test_a_run_without_points_still_gets_a_valid_figure(tmp_path: Path) -> None:
+    figure = run_plots._LossFigure()
+    figure.save(np.array([]), [], "empty", tmp_path / "empty.png")
+    low, high = figure.ax.get_xlim()
+    assert low < 0 < high
+    assert (tmp_path / "empty.png").stat().st_size > 0
+
+
 def test_kept_backgrounds_are_bounded(tmp_path: Path) -> None:
     figure = run_plots._LossFigure()
     for n in range(2, 2 + figure.MAX_BACKGROUNDS + 3):

@@ -61,7 +61,7 @@ class _LossFigure:
         self.test.set_data(steps, test)
         self.test.set_visible(bool(evals))
         self.title.set_text(title)
-        limits = (_step_limits(max([len(losses) - 1, *steps], default=0)), _decade_limits([losses, test]))
+        limits = (_step_limits(max(len(losses) - 1, 0, *steps)), _decade_limits([losses, test]))
         self.ax.set_xlim(limits[0])
         self.ax.set_ylim(limits[1])
         background = self.backgrounds.get(limits)
