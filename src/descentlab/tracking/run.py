@@ -275,24 +275,14 @@ class RunTracker:
     def log_metric(self, key: str, value: float, step: int) -> None:
         """Buffer one point; sent when `flush_every` points are pending and at finish."""
         self._require_open()
-        point = (int(step), key, float(value), int(time.time() * 1000))
-        self._points.append(point)
-        if point[0] % self.store_every == 0:
-            self._pending.append(point)
-            if len(self._pending) >= self.flush_every:
-                self.flush()
+        self._buffer([(int(step), key, float(value), int(time.time() * 1000))])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Buffer several points of one step (`training.fit`'s callback has the arguments swapped)."""
         self._require_open()
         step, now = int(step), int(time.time() * 1000)
         self._last_ms = now
-        points = [(step, key, float(value), now) for key, value in metrics.items()]
-        self._points.extend(points)
-        if step % self.store_every == 0:
-            self._pending.extend(points)
-            if len(self._pending) >= self.flush_every:
-                self.flush()
+        self._buffer([(step, key, float(value), now) for key, value in metrics.items()])
 
     def log_series(self, key: str, first_step: int, values: Sequence[float]) -> None:
         """Buffer `values` as steps first_step, first_step + 1, ... of one metric (`fit`'s loss blocks).
@@ -305,13 +295,19 @@ class RunTracker:
         if n == 0:
             return
         since = min(self._last_ms if self._last_ms is not None else now, now)
-        points = [(first_step + i, key, float(v), since + (now - since) * (i + 1) // n) for i, v in enumerate(values)]
         self._last_ms = now
+        self._buffer([(first_step + i, key, float(v), since + (now - since) * (i + 1) // n)
+                      for i, v in enumerate(values)])
+
+    def _buffer(self, points: list[tuple[int, str, float, int]]) -> None:
+        """Keep `points` for the history; queue those of steps divisible by `store_every`; flush when due."""
         self._points.extend(points)
         every = self.store_every
-        self._pending.extend(points if every == 1 else [p for p in points if p[0] % every == 0])
-        if len(self._pending) >= self.flush_every:
-            self.flush()
+        queued = points if every == 1 else [p for p in points if p[0] % every == 0]
+        if queued:
+            self._pending.extend(queued)
+            if len(self._pending) >= self.flush_every:
+                self.flush()
 
     def flush(self) -> None:
         """Send pending points with log_batch, ≤1,000 per call; a chunk that fails stays pending.
