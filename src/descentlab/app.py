@@ -157,8 +157,10 @@ class ClassifyTask:
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
         self.error: str | None = None
+        from descentlab.data import IDX_SPECS  # the sets that take a path (mnist, fashion_mnist)
+
         path, download = None, True
-        if cfg.dataset.name in ("mnist", "fashion_mnist"):
+        if cfg.dataset.name in IDX_SPECS:
             path, download = cfg.dataset.path, bool(cfg.dataset.download)
         elif cfg.dataset.path is not None:
             raise ConfigError(f"dataset.path applies to mnist and fashion_mnist only, not {cfg.dataset.name!r}")
