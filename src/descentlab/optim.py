@@ -93,7 +93,7 @@ class Optimizer:
         self._buffers: tuple[np.ndarray, ...] = ()
         self._layout: tuple[tuple[int, ...], np.dtype] | None = None
         self._compiled: Callable[..., None] | None = None
-        # The last compiled call's arrays: (params, grads, shape, dtype, flat views, scalar type). The same two
+        # The last compiled call's arrays: (params, grads, shape, dtype, flat views). The same two
         # arrays again skip the validation and view building (~4 us a step), as nothing they checked can differ.
         self._last: tuple[Any, ...] | None = None
 
@@ -116,7 +116,7 @@ class Optimizer:
             and params.dtype == last[3] == grads.dtype
         ):
             self.t += 1
-            self._compiled(*last[4], *self._kernel_scalars(last[5]))  # type: ignore[misc]
+            self._compiled(*last[4], *self._kernel_scalars(last[3].type))  # type: ignore[misc]
             return
         owner = type(self).__name__
         if not isinstance(params, np.ndarray) or not isinstance(grads, np.ndarray):
@@ -152,7 +152,7 @@ class Optimizer:
         ):
             views = (params.reshape(-1), grads.reshape(-1), *(s.reshape(-1) for s in slots))
             self._compiled(*views, *self._kernel_scalars(params.dtype.type))
-            self._last = (params, grads, params.shape, params.dtype, views, params.dtype.type)
+            self._last = (params, grads, params.shape, params.dtype, views)
             return
         if not self._buffers:  # the NumPy path's scratch, allocated once
             self._buffers = tuple(np.empty_like(params) for _ in range(self._scratch))
