@@ -65,3 +65,17 @@ def test_import_is_cheap_and_hydra_free() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"
+
+
+def test_git_is_asked_once_per_process_and_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep worker's jobs share one answer (two git subprocesses cost ~10 ms a job)."""
+    from descentlab.tracking import tags as tags_module
+
+    calls: list[tuple[object, ...]] = []
+    real = tags_module._git
+    monkeypatch.setattr(tags_module, "_git", lambda *args: calls.append(args) or real(*args))
+    first = environment_tags(tmp_path)
+    assert environment_tags(tmp_path) == first and environment_tags(str(tmp_path)) == first
+    assert len(calls) == 1  # outside a repository only `rev-parse` runs, and only the first time
+    environment_tags(tmp_path / "elsewhere")
+    assert len(calls) == 2  # another folder is asked on its own

@@ -48,13 +48,13 @@ def git_state(repo_dir: str | Path) -> tuple[str, str]:
     return sha.strip(), dirty
 
 
-@functools.lru_cache(maxsize=1)
-def _own_git_state() -> tuple[str, str]:
-    """git_state of the running code's folder, asked once per process (two git calls, ~10 ms a run).
+@functools.lru_cache(maxsize=8)
+def _process_git_state(repo_dir: Path) -> tuple[str, str]:
+    """git_state asked once per process and folder (two git calls, ~10 ms a job of a sweep worker).
 
     The code a process runs is the code it imported at its start, so that is the state worth recording.
     """
-    return git_state(Path(__file__).resolve().parents[1])
+    return git_state(repo_dir)
 
 
 def _version(*dists: str) -> str:
@@ -66,22 +66,27 @@ def _version(*dists: str) -> str:
     return "not installed"
 
 
+@functools.lru_cache(maxsize=1)
+def _process_tags() -> tuple[tuple[str, str], ...]:
+    """Versions and host, read once per process (package metadata lookups cost ~2 ms a job)."""
+    from descentlab import __version__
+
+    return (
+        ("version.python", platform.python_version()),
+        ("version.numpy", _version("numpy")),
+        ("version.mlflow", _version("mlflow", "mlflow-skinny")),
+        ("version.hydra", _version("hydra-core")),
+        ("version.descentlab", __version__),
+        ("host", socket.gethostname()),
+    )
+
+
 def environment_tags(repo_dir: str | Path | None = None) -> dict[str, str]:
     """git.commit, git.dirty, version.{python,numpy,mlflow,hydra,descentlab}, host.
 
     `repo_dir=None` asks git about the folder holding the descentlab package (the code that runs),
-    not the current directory.
+    not the current directory. Both are asked once per process and folder.
     """
-    from descentlab import __version__
-
-    commit, dirty = git_state(repo_dir) if repo_dir is not None else _own_git_state()
-    return {
-        "git.commit": commit,
-        "git.dirty": dirty,
-        "version.python": platform.python_version(),
-        "version.numpy": _version("numpy"),
-        "version.mlflow": _version("mlflow", "mlflow-skinny"),
-        "version.hydra": _version("hydra-core"),
-        "version.descentlab": __version__,
-        "host": socket.gethostname(),
-    }
+    folder = Path(repo_dir) if repo_dir is not None else Path(__file__).resolve().parents[1]
+    commit, dirty = _process_git_state(folder.resolve())
+    return {"git.commit": commit, "git.dirty": dirty, **dict(_process_tags())}
