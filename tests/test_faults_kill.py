@@ -48,7 +48,7 @@ def test_sigkilled_job_is_repaired_and_only_unfinished_configs_rerun(store) -> N
             proc.wait()
     assert proc.returncode != 0, stderr[-3000:]  # the launcher saw its worker die
     # The fault: the victim never finished. A job the launcher started after the kill may already have
-    # repaired it (every job repairs its experiment before its skip check); otherwise the re-run does.
+    # repaired it (a process's first job repairs its experiment before its skip check); otherwise the re-run does.
     assert store.client().get_run(victim.info.run_id).info.status in ("RUNNING", "FAILED")
     first = {r.info.run_id: r.info.status for r in store.runs() if "mlflow.parentRunId" in r.data.tags}
     finished_first = {r for r, s in first.items() if s == "FINISHED"}

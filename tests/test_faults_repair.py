@@ -79,6 +79,29 @@ def test_repair_marks_only_runs_whose_process_is_gone(mlstore) -> None:
     assert repair_experiment(client, exp, timeout_s=300) == []  # idempotent
 
 
+def test_jobs_repair_once_a_minute_per_process_and_experiment(mlstore, monkeypatch, capsys) -> None:
+    """`callbacks.repair_stale` (what each job calls): a worker's later jobs skip the search for a minute."""
+    from descentlab.tracking import callbacks
+
+    client, exp = mlstore
+    clock = [1000.0]
+    monkeypatch.setattr(callbacks, "_repaired_at", {})
+    monkeypatch.setattr(callbacks, "_monotonic", lambda: clock[0])
+    first = make_run(client, exp, "first", pid=dead_pid())
+    callbacks.repair_stale(client, exp)
+    later = make_run(client, exp, "later", pid=dead_pid())
+    clock[0] += 59.0
+    callbacks.repair_stale(client, exp)  # within the minute: not searched again
+    assert (client.get_run(first).info.status, client.get_run(later).info.status) == ("FAILED", "RUNNING")
+    other = client.create_experiment("other-experiment")
+    elsewhere = make_run(client, other, "elsewhere", pid=dead_pid())
+    callbacks.repair_stale(client, other)  # another experiment is its own
+    clock[0] += 2.0
+    callbacks.repair_stale(client, exp)
+    assert client.get_run(later).info.status == "FAILED" and client.get_run(elsewhere).info.status == "FAILED"
+    assert capsys.readouterr().err.count("repaired: run ") == 3
+
+
 def test_repair_can_be_scoped_to_one_config_and_dry_run(mlstore) -> None:
     client, exp = mlstore
     mine = make_run(client, exp, "mine", pid=dead_pid(), extra={"config_hash": "abc"})

@@ -71,7 +71,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
 
     from descentlab.tracking import RunTracker, environment_tags, find_finished_run, get_or_create_parent
 
-    # Every job (the launcher of a sweep imports no mlflow): runs of killed jobs end FAILED, so they are redone.
+    # In the jobs (the launcher of a sweep imports no mlflow): runs of killed jobs end FAILED, so they are redone.
     repair_stale(client, experiment_id)
     if not cfg.force:
         done = find_finished_run(client, experiment_id, chash)

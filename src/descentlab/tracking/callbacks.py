@@ -8,13 +8,14 @@ really runs (see `tracking.sweep`), so a re-run whose jobs are all skipped leave
 Why the launching process avoids mlflow: `import mlflow` plus its SQL store cost ~2.3 s of one core. With
 the parallel (joblib) launcher the jobs run in worker processes that import mlflow anyway, so the
 launcher's own import would only delay the first job; the parent run is closed by one of those warm
-workers instead. For the same reason runs of killed jobs are repaired (`tracking.repair`) by every job
-before it looks for a FINISHED run of its config, not here.
+workers instead. For the same reason runs of killed jobs are repaired (`tracking.repair`) by the jobs
+(each process's first, see `repair_stale`) before they look for a FINISHED run of their config, not here.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,10 @@ BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # 
 
 # The sweep this process launched and has not closed yet: (tracking URI, sweep dir).
 _open_sweep: tuple[str, Path] | None = None
+# When this process last repaired an experiment: (tracking URI, experiment id, config hash) -> monotonic s.
+_repaired_at: dict[tuple[str, str, str | None], float] = {}
+REPAIR_EVERY_S = 60.0
+_monotonic = time.monotonic  # the repair clock (tests move it)
 
 
 def store_for(cfg: DictConfig) -> tuple[str, Any, str]:
@@ -46,11 +51,21 @@ def store_for(cfg: DictConfig) -> tuple[str, Any, str]:
 
 
 def repair_stale(client: Any, experiment_id: str, config_hash: str | None = None) -> None:
-    """Mark runs of killed jobs FAILED (`tracking.repair`) so that this launch redoes their configs; say so."""
+    """Mark runs of killed jobs FAILED (`tracking.repair`) so that this launch redoes their configs; say so.
+
+    At most once a minute per process and experiment (the search costs ~4 ms a job): runs killed before
+    the launch are found by its first job in each process; one killed during the sweep is redone anyway
+    (only FINISHED runs are skipped) and shows FAILED after the next search.
+    """
     from descentlab.tracking.repair import repair_experiment
 
+    key = (str(getattr(client, "tracking_uri", "")), str(experiment_id), config_hash)
+    now = _monotonic()
+    if key in _repaired_at and now - _repaired_at[key] < REPAIR_EVERY_S:
+        return
     for stale in repair_experiment(client, experiment_id, config_hash=config_hash):
         print(f"repaired: run {stale.run_id} ({stale.run_name}) marked FAILED: {stale.reason}", file=sys.stderr)
+    _repaired_at[key] = now
 
 
 class SweepCallback(Callback):
