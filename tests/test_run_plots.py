@@ -40,6 +40,21 @@ def test_a_run_drawn_over_kept_pixels_looks_exactly_like_a_full_draw(tmp_path: P
     assert not np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), saved)  # the runs differ
 
 
+def test_a_curve_across_the_kept_legend_is_drawn_over_it_as_in_a_full_draw(tmp_path: Path) -> None:
+    """The legend is part of the kept pixels: a full draw must draw it under the curves too."""
+    figure = run_plots._LossFigure()
+    losses, evals = _run(3)
+    figure.save(losses, evals, "sgd-s3", tmp_path / "a.png")
+    losses[320:380] = 6.0  # near 10 (the top): through the legend's box in the upper right, same limits
+    figure.save(losses, evals, "sgd-s3", tmp_path / "b.png")
+    assert len(figure.backgrounds) == 1
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "b.png")), _full_draw(figure))
+    renderer = figure.canvas.get_renderer()
+    box = figure.ax.get_legend().get_window_extent(renderer)
+    curve = figure.ax.transData.transform(np.column_stack([np.arange(320, 380), losses[320:380]]))
+    assert ((curve[:, 0] > box.x0) & (curve[:, 0] < box.x1) & (curve[:, 1] > box.y0) & (curve[:, 1] < box.y1)).any()
+
+
 def test_the_figure_holds_the_run_and_axes_that_enclose_it(tmp_path: Path) -> None:
     figure = run_plots._LossFigure()
     losses, evals = _run(2, n=1000, scale=30.0)
