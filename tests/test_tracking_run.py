@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # offline: telemetry once broke a request
 
@@ -235,3 +237,29 @@ def test_find_finished_run(mlstore, experiment: str) -> None:
     assert find_finished_run(client, experiment, "zzz") is None
     with pytest.raises(ValueError, match="config_hash"):
         find_finished_run(client, experiment, "x' or '1'='1")
+
+
+KEYS = st.sampled_from(["train/loss", "test/acc", "a,b", 'q"uote', "l\nf"])  # the last three need quotes
+
+
+@settings(max_examples=60, deadline=None)
+@given(points=st.lists(st.tuples(st.integers(0, 10**6), KEYS, st.floats(allow_nan=True, allow_infinity=True),
+                                 st.integers(0, 2**41)), max_size=30),
+       with_timestamp=st.booleans())
+def test_points_csv_is_what_csv_writer_writes(tmp_path_factory, points, with_timestamp: bool) -> None:
+    """`unsent.write_points` formats plain keys itself: the bytes must be csv.writer's, and read back exactly."""
+    import io
+
+    from descentlab.tracking.unsent import write_points
+
+    path = tmp_path_factory.mktemp("csv") / "points.csv"
+    write_points(path, points, with_timestamp)
+    expected = io.StringIO(newline="")
+    writer = csv.writer(expected)
+    writer.writerow(["step", "metric", "value", "timestamp_ms"] if with_timestamp else ["step", "metric", "value"])
+    for step, key, value, ts in points:
+        writer.writerow([step, key, repr(value), ts] if with_timestamp else [step, key, repr(value)])
+    assert path.read_bytes() == expected.getvalue().encode()
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    assert [(int(r[0]), r[1], r[2]) for r in rows] == [(s, k, repr(v)) for s, k, v, _ in points]
