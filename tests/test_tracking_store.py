@@ -99,6 +99,31 @@ def test_open_store_creates_db_schema_and_wal(prepared) -> None:
     assert open_store(uri).search_experiments()  # opening a ready store again is fine
 
 
+def test_open_store_reuses_its_client_while_the_file_is_the_same(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep worker's later jobs skip the schema and WAL checks; a replaced database file is set up anew."""
+    from mlflow.tracking import MlflowClient
+
+    uri = resolve_tracking_uri(None, tmp_path / "mlruns")
+    first = open_store(uri)
+    checks: list[str] = []
+    real = MlflowClient.search_experiments
+    monkeypatch.setattr(MlflowClient, "search_experiments",
+                        lambda self, *a, **k: checks.append(self.tracking_uri) or real(self, *a, **k))
+    assert open_store(uri) is first and checks == []
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.unlink()  # deleted between two jobs: opened, and prepared, again
+    for extra in ("-wal", "-shm"):
+        db.with_name(db.name + extra).unlink(missing_ok=True)
+    second = open_store(uri)
+    assert second is not first and checks == [uri]
+    con = sqlite3.connect(db)
+    try:  # the new file has MLflow's schema again
+        assert con.execute("SELECT count(*) FROM sqlite_master WHERE name = 'runs'").fetchone() == (1,)
+    finally:
+        con.close()
+
+
 def _closed_port() -> int:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
