@@ -1,5 +1,6 @@
-"""tracking.bulk: metric points inserted in bulk must be exactly what MLflow's log_batch stores, and
-RunTracker must use that path on SQL stores (a test here fails if an MLflow upgrade silently disables it)."""
+"""tracking.bulk: metric points, params and run ends written in bulk must be exactly what MLflow's log_batch and
+set_terminated store, and RunTracker must use that path on SQL stores (a test here fails if an MLflow upgrade
+silently disables it)."""
 
 from __future__ import annotations
 
@@ -112,3 +113,72 @@ def test_run_tracker_sends_metrics_in_bulk_and_falls_back_on_a_stored_point(mlst
         run._pending.append(run._points[0])
         run.log_metric("m", 2.0, 1)
     assert sorted((m.step, m.value) for m in client.get_metric_history(run.run_id, "m")) == [(0, 1.0), (1, 2.0)]
+
+
+def test_bulk_params_store_what_log_batch_stores_and_refuse_what_it_refuses(mlstore) -> None:
+    from mlflow.entities import Param
+
+    client, exp = mlstore
+    store = bulk.sql_store(client)
+    params = [Param("optimizer.lr", "0.01"), Param("model.hidden_sizes", "[100, 100]"), Param("note", "a b: c/d"),
+              Param("empty", "")]
+    by_bulk, by_batch = client.create_run(exp).info.run_id, client.create_run(exp).info.run_id
+    assert bulk.insert_params(store, by_bulk, params) is True
+    client.log_batch(by_batch, params=params)
+    assert client.get_run(by_bulk).data.params == client.get_run(by_batch).data.params
+    assert len(client.get_run(by_bulk).data.params) == 4
+    # A param the run has: declined, nothing written; log_batch then accepts the same value and refuses another.
+    assert bulk.insert_params(store, by_bulk, [Param("new", "1"), Param("optimizer.lr", "0.01")]) is False
+    assert "new" not in client.get_run(by_bulk).data.params
+    with pytest.raises(MlflowException, match="Changing param values is not allowed"):
+        client.log_batch(by_bulk, params=[Param("optimizer.lr", "0.02")])
+    # MLflow's own validation: the same errors as log_batch.
+    for bad in ([Param("bad!key", "1")], [Param("k", "1"), Param("k", "2")]):
+        with pytest.raises(MlflowException) as via_bulk:
+            bulk.insert_params(store, by_bulk, bad)
+        with pytest.raises(MlflowException) as via_batch:
+            client.log_batch(by_batch, params=bad)
+        assert str(via_bulk.value) == str(via_batch.value)
+    client.delete_run(by_batch)
+    assert bulk.insert_params(store, by_batch, [Param("late", "1")]) is False  # log_batch says why
+
+
+def test_run_tracker_logs_params_in_bulk(mlstore) -> None:
+    client, exp = mlstore
+    with (mock.patch.object(bulk, "insert_params", wraps=bulk.insert_params) as spy,
+          mock.patch.object(client, "log_batch", wraps=client.log_batch) as log_batch):
+        with RunTracker(client, exp, "bulk-params") as run:
+            run.log_params({f"p{i:03d}": i for i in range(150)})  # more than one log_batch would take
+        assert spy.call_count == 1 and not any(call.kwargs.get("params") for call in log_batch.call_args_list)
+    params = client.get_run(run.run_id).data.params
+    assert len(params) == 150 and params["p149"] == "149"
+
+
+def test_bulk_end_stores_what_set_terminated_stores(mlstore) -> None:
+    client, exp = mlstore
+    store = bulk.sql_store(client)
+    by_bulk, by_client = client.create_run(exp).info.run_id, client.create_run(exp).info.run_id
+    assert bulk.end_run(store, by_bulk, "KILLED", 1234567) is True
+    client.set_terminated(by_client, "KILLED", end_time=1234567)
+    ended = [client.get_run(r).info for r in (by_bulk, by_client)]
+    assert [(i.status, i.end_time, i.lifecycle_stage) for i in ended] == [("KILLED", 1234567, "active")] * 2
+    with pytest.raises(Exception, match="BOGUS"):  # MLflow's own check of the status (a plain Exception)
+        bulk.end_run(store, by_bulk, "BOGUS", 1)
+    client.delete_run(by_client)
+    assert bulk.end_run(store, by_client, "FINISHED", 1) is False  # set_terminated says why
+    assert bulk.end_run(store, "0" * 32, "FINISHED", 1) is False
+
+
+def test_run_tracker_ends_runs_in_bulk(mlstore) -> None:
+    client, exp = mlstore
+    with (mock.patch.object(bulk, "end_run", wraps=bulk.end_run) as spy,
+          mock.patch.object(client, "set_terminated", wraps=client.set_terminated) as set_terminated):
+        with pytest.raises(ValueError), RunTracker(client, exp, "bulk-fail") as failed:
+            raise ValueError("boom")
+        with RunTracker(client, exp, "bulk-ok") as ok:
+            pass
+        assert spy.call_count == 2 and set_terminated.call_count == 0
+    assert [client.get_run(r.run_id).info.status for r in (failed, ok)] == ["FAILED", "FINISHED"]
+    assert client.get_run(failed.run_id).data.tags["error"] == "ValueError: boom"
+    info = client.get_run(ok.run_id).info
+    assert info.start_time <= info.end_time

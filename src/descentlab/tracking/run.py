@@ -221,7 +221,7 @@ class RunTracker:
         if self._heartbeat is not None:
             self._heartbeat.stop()
         try:
-            self.client.set_terminated(self.run_id, status)
+            self._end(status)
         except Exception as exc:
             problems.append(exc)
         else:
@@ -230,6 +230,14 @@ class RunTracker:
         if problems:
             self._raise_lost(problems, requested)
             raise problems[0]
+
+    def _end(self, status: str) -> None:
+        """The terminal status: in one UPDATE on a SQL store (`tracking.bulk`), else with `set_terminated`."""
+        run_id, store = str(self.run_id), self._bulk_store
+        now = int(time.time() * 1000)
+        if store is None or not self.client.retrying(lambda: bulk.end_run(store, run_id, status, now),
+                                                     "MLflow set_terminated"):
+            self.client.set_terminated(run_id, status, end_time=now)
 
     def _raise_lost(self, problems: list[BaseException], status: str) -> None:
         """If the store is away (a transient error outlived the retries), save what it lacks and say where."""
@@ -256,9 +264,14 @@ class RunTracker:
 
     # -- params and tags ---------------------------------------------------------------------------
     def log_params(self, params: Mapping[str, object]) -> None:
-        """All params at once (one call per 100 keys: 69 ms vs 613 ms for 30 one-by-one)."""
+        """All params at once: one transaction on a SQL store (`tracking.bulk`), else a `log_batch` per 100 keys
+        (69 ms vs 613 ms for 30 one-by-one)."""
         run_id = self._require_open()
         entities = [Param(str(k), param_str(v)) for k, v in params.items()]
+        store = self._bulk_store
+        if store is not None and self.client.retrying(lambda: bulk.insert_params(store, run_id, entities),
+                                                      "MLflow log_batch"):
+            return
         for chunk in _chunks(entities, MAX_PARAMS_PER_BATCH):
             self.client.log_batch(run_id, params=chunk, synchronous=True)
 
