@@ -12,10 +12,11 @@ from conftest import REPO
 
 
 def test_sigint_marks_the_run_killed_and_keeps_its_metrics(store) -> None:
-    # flush_every is larger than the run: no point reaches the store before the interrupt, so every
+    # flush_every and flush_seconds exceed the run: no point reaches the store before the interrupt, so every
     # point found there afterwards was flushed on the way out.
     args = [sys.executable, str(REPO / "train.py"), "-m", "optimizer=adam", "training.iterations=200000",
-            "training.eval_every=500", "tracking.flush_every=10000000", f"hydra.sweep.dir={store.root}/multirun"]
+            "training.eval_every=500", "tracking.flush_every=10000000",
+            "tracking.flush_seconds=1000000", f"hydra.sweep.dir={store.root}/multirun"]
     log = store.root / "stderr.log"
     with log.open("w") as err:
         proc = subprocess.Popen(args, cwd=store.root, env=store.env(), stdout=subprocess.DEVNULL, stderr=err, text=True)

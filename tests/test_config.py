@@ -102,6 +102,9 @@ def test_config_hash_ignores_how_and_where_but_not_what() -> None:
         ("training.sampling=shuffle", "training.sampling must be one of replacement, epoch, got 'shuffle'"),
         ("task=function2d task.objective=himmelblau", "task.objective must be one of book, rosenbrock, beale"),
         ("seed=-1", "seed must be an integer >= 0, got -1"),
+        ("tracking.flush_every=0", "tracking.flush_every must be an integer >= 1, got 0"),
+        ("tracking.flush_seconds=-1", "tracking.flush_seconds must be a finite number >= 0, got -1.0"),
+        ("tracking.flush_seconds=inf", "tracking.flush_seconds must be a finite number >= 0, got inf"),
     ],
 )
 def test_bad_values_fail_with_one_line(override: str, message: str) -> None:

@@ -194,6 +194,26 @@ def test_store_every_thins_the_store_not_the_history(mlstore) -> None:
     assert len(run.history()) == 2000 + 21
 
 
+def test_flush_seconds_bound_how_long_points_wait(mlstore) -> None:
+    import time
+
+    client, exp = mlstore
+    with RunTracker(client, exp, "waits", flush_every=10**6, flush_seconds=3600) as run:
+        run.log_series("train/loss", 0, np.linspace(1.0, 0.5, 2000))
+        assert run.n_pending == 2000 and client.get_metric_history(run.run_id, "train/loss") == []
+    assert len(client.get_metric_history(run.run_id, "train/loss")) == 2000  # all sent at finish
+    with RunTracker(client, exp, "every-call", flush_every=10**6, flush_seconds=0) as run:
+        run.log_metrics({"test/acc": 0.5}, 0)
+        assert run.n_pending == 0 and len(client.get_metric_history(run.run_id, "test/acc")) == 1
+    with RunTracker(client, exp, "timed", flush_every=10**6, flush_seconds=0.2) as run:
+        run.log_series("train/loss", 0, [1.0, 0.9])
+        time.sleep(0.3)
+        run.log_series("train/loss", 2, [0.8])  # the first points have waited longer than 0.2 s: all go
+        assert run.n_pending == 0 and len(client.get_metric_history(run.run_id, "train/loss")) == 3
+    with pytest.raises(ValueError, match="flush_seconds must be >= 0, got -1"):
+        RunTracker(client, exp, "bad", flush_seconds=-1)
+
+
 def test_artifacts_and_history_artifact(mlstore, tmp_path: Path) -> None:
     client, exp = mlstore
     (tmp_path / "one.txt").write_text("1")

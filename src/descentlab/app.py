@@ -100,8 +100,8 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         tags["hydra.output_dir"] = job.output_dir
 
     tracker = RunTracker(client, experiment_id, name, tags=tags, parent_run_id=parent_id,
-                         flush_every=cfg.tracking.flush_every, store_every=cfg.tracking.store_every,
-                         spill_dir=job.output_dir)
+                         flush_every=cfg.tracking.flush_every, flush_seconds=cfg.tracking.flush_seconds,
+                         store_every=cfg.tracking.store_every, spill_dir=job.output_dir)
     status = execute(cfg, task, tracker, job.output_dir, name)
     print(f"{name}: {status} (run {tracker.run_id}, experiment {cfg.tracking.experiment}, {uri})", file=sys.stderr)
     return {"status": status, "run_id": tracker.run_id, "name": name}

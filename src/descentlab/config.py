@@ -92,7 +92,8 @@ class TrackingConf:
     uri: str | None = None
     experiment: str = "optimizer-comparison"
     store_dir: str = "mlruns"
-    flush_every: int = 1000
+    flush_every: int = 10_000  # metric points buffered per write ...
+    flush_seconds: float = 10.0  # ... or seconds the oldest waits: a 2,000-step run writes once, at its end
     store_every: int = 1
     # Free space the store's folder must have before a run starts: a full disk found mid-run can leave a
     # run that cannot even be marked FAILED. 0 turns the check off.
@@ -148,6 +149,8 @@ def validate(cfg: DictConfig) -> None:
     else:
         _check_classify(cfg)
     _check_int("tracking.flush_every", cfg.tracking.flush_every, 1)
+    if not (isinstance(cfg.tracking.flush_seconds, int | float) and 0 <= cfg.tracking.flush_seconds < math.inf):
+        raise ConfigError(f"tracking.flush_seconds must be a finite number >= 0, got {cfg.tracking.flush_seconds!r}")
     _check_int("tracking.store_every", cfg.tracking.store_every, 1)
     if cfg.tracking.enabled:
         check_store(cfg.tracking)
