@@ -214,6 +214,31 @@ def test_flush_seconds_bound_how_long_points_wait(mlstore) -> None:
         RunTracker(client, exp, "bad", flush_seconds=-1)
 
 
+def test_artifacts_need_no_run_lookup(mlstore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The artifact URI comes from create_run: MlflowClient would look the run up again (~6 ms on SQLite)."""
+    from mlflow.tracking._tracking_service.client import TrackingServiceClient
+
+    client, exp = mlstore
+    (tmp_path / "w.npz").write_bytes(b"weights")
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("[]")
+    with RunTracker(client, exp, "no-lookup") as run:
+        run.log_metric("train/loss", 0.5, 0)
+        with monkeypatch.context() as patch:
+            patch.setattr(TrackingServiceClient, "get_run", lambda *a, **k: pytest.fail("run looked up"))
+            run.log_artifact(tmp_path / "w.npz")
+            run.log_artifact(tmp_path / ".hydra", "job")  # a folder goes in under its name
+            run.log_artifacts(tmp_path / ".hydra", "hydra")
+            run.log_text("a: 1\n", "config.yaml")
+            run.log_history()
+    assert sorted(f.path for f in client.list_artifacts(run.run_id)) == [
+        "config.yaml", "hydra", "job", "metrics.csv", "w.npz"]
+    assert [f.path for f in client.list_artifacts(run.run_id, "job/.hydra")] == ["job/.hydra/overrides.yaml"]
+    assert [f.path for f in client.list_artifacts(run.run_id, "hydra")] == ["hydra/overrides.yaml"]
+    local = client.download_artifacts(run.run_id, "config.yaml", str(tmp_path / "dl"))
+    assert Path(local).read_text() == "a: 1\n"
+
+
 def test_artifacts_and_history_artifact(mlstore, tmp_path: Path) -> None:
     client, exp = mlstore
     (tmp_path / "one.txt").write_text("1")

@@ -143,6 +143,7 @@ class RunTracker:
         self.store_every = int(store_every)
         self.run_id: str | None = None
         self.artifact_uri: str | None = None
+        self._artifact_repo: Any = None  # built from artifact_uri at the first artifact
         self.status: str | None = None  # terminal status once finished
         # Every point as (step, key, value, timestamp_ms), for the history CSV ...
         self._points: list[tuple[int, str, float, int]] = []
@@ -393,23 +394,60 @@ class RunTracker:
 
     def log_history(self, artifact_path: str | None = None, filename: str = HISTORY_CSV) -> None:
         """Write the history CSV and store it as an artifact (what analysis reads)."""
-        run_id = self._require_started()
+        self._require_started()
         with tempfile.TemporaryDirectory(prefix="descentlab-history-") as tmp:
-            self.client.log_artifact(run_id, str(self.write_history_csv(Path(tmp) / filename)), artifact_path)
+            self.log_artifact(self.write_history_csv(Path(tmp) / filename), artifact_path)
 
     # -- artifacts ---------------------------------------------------------------------------------
+    def _repo(self) -> Any:
+        """The run's artifact repository, built once from the URI `create_run` returned.
+
+        `MlflowClient.log_artifact` finds the same URI with a `get_run` (params, tags, inputs: ~6 ms on
+        SQLite) for each run. None if this MLflow lacks the registry: the client's calls are used then.
+        """
+        if self._artifact_repo is None and self.artifact_uri:
+            try:
+                from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+                from mlflow.utils.uri import add_databricks_profile_info_to_artifact_uri
+            except ImportError:  # pragma: no cover - only when MLflow reorganises its modules
+                return None
+            tracking_uri = str(self.client.tracking_uri)
+            uri = add_databricks_profile_info_to_artifact_uri(self.artifact_uri, tracking_uri)
+            self._artifact_repo = get_artifact_repository(uri, tracking_uri=tracking_uri)
+        return self._artifact_repo
+
     def log_artifact(self, local_path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self._require_started(), os.fspath(local_path), artifact_path)
+        """A file (or a folder, as `artifact_path/<its name>`, like `MlflowClient.log_artifact`)."""
+        run_id, local = self._require_started(), os.fspath(local_path)
+        repo = self._repo()
+        if repo is None:
+            self.client.log_artifact(run_id, local, artifact_path)
+        elif os.path.isdir(local):
+            name = os.path.basename(os.path.normpath(local))
+            self.log_artifacts(local, f"{artifact_path}/{name}" if artifact_path else name)
+        else:
+            self.client.retrying(lambda: repo.log_artifact(local, artifact_path), "MLflow log_artifact")
 
     def log_artifacts(self, local_dir: str | os.PathLike[str], artifact_path: str | None = None) -> None:
-        self.client.log_artifacts(self._require_started(), os.fspath(local_dir), artifact_path)
+        run_id, local = self._require_started(), os.fspath(local_dir)
+        repo = self._repo()
+        if repo is None:
+            self.client.log_artifacts(run_id, local, artifact_path)
+        else:
+            self.client.retrying(lambda: repo.log_artifacts(local, artifact_path), "MLflow log_artifacts")
 
     def log_dict(self, dictionary: dict[str, Any], artifact_file: str) -> None:
         """JSON or YAML by the file's extension."""
         self.client.log_dict(self._require_started(), dictionary, artifact_file)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self._require_started(), text, artifact_file)
+        """`text` as the artifact `artifact_file` (a path inside the run's artifacts, e.g. "notes/a.txt")."""
+        self._require_started()
+        folder, name = os.path.split(artifact_file)
+        with tempfile.TemporaryDirectory(prefix="descentlab-text-") as tmp:
+            path = Path(tmp) / name
+            path.write_text(text, encoding="utf-8")
+            self.log_artifact(path, folder or None)
 
 
 def find_finished_run(client: MlflowClient, experiment_id: str, config_hash: str) -> str | None:
