@@ -1,4 +1,5 @@
-"""Metric points and params written straight into MLflow's SQL tables: the rows `log_batch` writes, cheaper.
+"""Metric points, params and a run's end written straight into MLflow's SQL tables: what `log_batch` and
+`set_terminated` write, cheaper.
 
 MLflow's `SqlAlchemyStore.log_batch` builds one ORM object per point and keeps each key's latest value
 through the ORM: ~80 us of CPU per point, 0.16 s of a 2.7 s Figure 6-9 run for its 2,000 `train/loss`
@@ -9,7 +10,8 @@ Params and the run's end: `log_batch` and `set_terminated` load the whole run (t
 to check that it is active, ~6 and ~3 ms a job; here MLflow's own validation runs, then one query for the
 run's state and one INSERT, or one UPDATE (~1 ms each).
 Only for SQL stores reached directly; anything else (a tracking server, a point or param already stored, an
-MLflow whose internals moved) returns False and the caller uses `log_batch`: faster, never different.
+inactive run, an MLflow whose internals moved) returns False and the caller uses MLflow's own call: faster,
+never different.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 _log = logging.getLogger(__name__)
@@ -61,8 +63,6 @@ def insert_metrics(store: Any, run_id: str, points: Sequence[Point]) -> bool:
     if not points:
         return True
     try:
-        import sqlalchemy
-        from mlflow.exceptions import MlflowException
         from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
     except ImportError:  # pragma: no cover - only when MLflow reorganises its modules
         return False
@@ -76,40 +76,47 @@ def insert_metrics(store: Any, run_id: str, points: Sequence[Point]) -> bool:
         candidate = (int(step), int(timestamp), stored, is_nan)
         if key not in latest or candidate[:3] > latest[key][:3]:
             latest[key] = candidate
+
+    def write(session: Any) -> None:
+        session.execute(SqlMetric.__table__.insert(), rows)  # Core executemany: no ORM objects
+        stored_latest = {
+            m.key: m
+            for m in session.query(SqlLatestMetric)
+            .filter(SqlLatestMetric.run_uuid == run_id, SqlLatestMetric.key.in_(sorted(latest)))
+            .all()
+        }
+        for key, (step, timestamp, value, is_nan) in latest.items():
+            old = stored_latest.get(key)
+            if old is None:
+                session.add(SqlLatestMetric(run_uuid=run_id, key=key, value=value, timestamp=timestamp,
+                                            step=step, is_nan=is_nan))
+            elif (step, timestamp, value) > (old.step, old.timestamp, old.value):
+                old.step, old.timestamp, old.value, old.is_nan = step, timestamp, value, is_nan
+
+    # A point already stored (a retried batch): log_batch skips duplicates one by one.
+    return _write(store, run_id, write, "point")
+
+
+def _write(store: Any, run_id: str, write: Callable[[Any], object], what: str) -> bool:
+    """`write(session)` in one transaction if the run exists and is active; False (nothing written) when it
+    is not, or when a row is already stored: MLflow's own call then does the work or says why."""
+    import sqlalchemy
+    from mlflow.entities import LifecycleStage
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.tracking.dbmodels.models import SqlRun
+
     try:
         with store.ManagedSessionMaker(read_only=False) as session:
-            if not _active(session, run_id):
+            stage = session.query(SqlRun.lifecycle_stage).filter(SqlRun.run_uuid == run_id).scalar()
+            if stage != LifecycleStage.ACTIVE:
                 return False
-            session.execute(SqlMetric.__table__.insert(), rows)  # Core executemany: no ORM objects
-            stored_latest = {
-                m.key: m
-                for m in session.query(SqlLatestMetric)
-                .filter(SqlLatestMetric.run_uuid == run_id, SqlLatestMetric.key.in_(sorted(latest)))
-                .all()
-            }
-            for key, (step, timestamp, value, is_nan) in latest.items():
-                old = stored_latest.get(key)
-                if old is None:
-                    session.add(SqlLatestMetric(run_uuid=run_id, key=key, value=value, timestamp=timestamp,
-                                                step=step, is_nan=is_nan))
-                elif (step, timestamp, value) > (old.step, old.timestamp, old.value):
-                    old.step, old.timestamp, old.value, old.is_nan = step, timestamp, value, is_nan
+            write(session)
     except MlflowException as exc:
         if isinstance(exc.__cause__, sqlalchemy.exc.IntegrityError):
-            # A point already stored (a retried batch): log_batch skips duplicates one by one.
-            _log.debug("bulk insert hit a stored point; falling back to log_batch")
+            _log.debug("bulk write hit a stored %s; falling back to MLflow's call", what)
             return False
         raise
     return True
-
-
-def _active(session: Any, run_id: str) -> bool:
-    """Whether the run exists and is not deleted; if not, `log_batch` raises MLflow's own error for it."""
-    from mlflow.entities import LifecycleStage
-    from mlflow.store.tracking.dbmodels.models import SqlRun
-
-    stage = session.query(SqlRun.lifecycle_stage).filter(SqlRun.run_uuid == run_id).scalar()
-    return stage == LifecycleStage.ACTIVE
 
 
 def insert_params(store: Any, run_id: str, params: Sequence[Any]) -> bool:
@@ -121,8 +128,6 @@ def insert_params(store: Any, run_id: str, params: Sequence[Any]) -> bool:
     if not params:
         return True
     try:
-        import sqlalchemy
-        from mlflow.exceptions import MlflowException
         from mlflow.store.tracking.dbmodels.models import SqlParam
         from mlflow.utils.validation import _validate_batch_log_data, _validate_param_keys_unique
     except ImportError:  # pragma: no cover - only when MLflow reorganises its modules
@@ -131,32 +136,18 @@ def insert_params(store: Any, run_id: str, params: Sequence[Any]) -> bool:
     _, checked, _ = _validate_batch_log_data([], list(params), [])
     _validate_param_keys_unique(checked)
     rows = [{"run_uuid": run_id, "key": p.key, "value": p.value} for p in checked]
-    try:
-        with store.ManagedSessionMaker(read_only=False) as session:
-            if not _active(session, run_id):
-                return False
-            session.execute(SqlParam.__table__.insert(), rows)
-    except MlflowException as exc:
-        if isinstance(exc.__cause__, sqlalchemy.exc.IntegrityError):
-            _log.debug("bulk insert hit a stored param; falling back to log_batch")
-            return False
-        raise
-    return True
+    return _write(store, run_id, lambda session: session.execute(SqlParam.__table__.insert(), rows), "param")
 
 
 def end_run(store: Any, run_id: str, status: str, end_time_ms: int) -> bool:
     """Set an active run's terminal `status` and end time, what `set_terminated` stores; False: nothing done."""
     try:
-        from mlflow.entities import LifecycleStage, RunStatus
+        from mlflow.entities import RunStatus
         from mlflow.store.tracking.dbmodels.models import SqlRun
     except ImportError:  # pragma: no cover - only when MLflow reorganises its modules
         return False
 
     status = RunStatus.to_string(RunStatus.from_string(status))  # MLflow's check of the name
-    with store.ManagedSessionMaker(read_only=False) as session:
-        updated = (
-            session.query(SqlRun)
-            .filter(SqlRun.run_uuid == run_id, SqlRun.lifecycle_stage == LifecycleStage.ACTIVE)
-            .update({SqlRun.status: status, SqlRun.end_time: int(end_time_ms)}, synchronize_session=False)
-        )
-    return updated == 1
+    values = {SqlRun.status: status, SqlRun.end_time: int(end_time_ms)}
+    return _write(store, run_id, lambda session: session.query(SqlRun).filter(SqlRun.run_uuid == run_id)
+                  .update(values, synchronize_session=False), "run")
