@@ -87,6 +87,6 @@ def environment_tags(repo_dir: str | Path | None = None) -> dict[str, str]:
     `repo_dir=None` asks git about the folder holding the descentlab package (the code that runs),
     not the current directory. Both are asked once per process and folder.
     """
-    folder = Path(repo_dir) if repo_dir is not None else Path(__file__).resolve().parents[1]
+    folder = Path(repo_dir) if repo_dir is not None else Path(__file__).parents[1]
     commit, dirty = _process_git_state(folder.resolve())
     return {"git.commit": commit, "git.dirty": dirty, **dict(_process_tags())}
