@@ -149,8 +149,7 @@ def validate(cfg: DictConfig) -> None:
     else:
         _check_classify(cfg)
     _check_int("tracking.flush_every", cfg.tracking.flush_every, 1)
-    if not (isinstance(cfg.tracking.flush_seconds, int | float) and 0 <= cfg.tracking.flush_seconds < math.inf):
-        raise ConfigError(f"tracking.flush_seconds must be a finite number >= 0, got {cfg.tracking.flush_seconds!r}")
+    _check_non_negative("tracking.flush_seconds", cfg.tracking.flush_seconds)
     _check_int("tracking.store_every", cfg.tracking.store_every, 1)
     if cfg.tracking.enabled:
         check_store(cfg.tracking)
@@ -235,8 +234,7 @@ def check_store(tracking: DictConfig) -> None:
     """
     from descentlab.tracking.store import check_store_writable, resolve_tracking_uri
 
-    if not (math.isfinite(tracking.min_free_mb) and tracking.min_free_mb >= 0):
-        raise ConfigError(f"tracking.min_free_mb must be a finite number >= 0, got {tracking.min_free_mb!r}")
+    _check_non_negative("tracking.min_free_mb", tracking.min_free_mb)
     source = "tracking.uri" if tracking.uri else "MLFLOW_TRACKING_URI"
     try:
         uri = resolve_tracking_uri(tracking.uri, tracking.store_dir)
@@ -264,8 +262,7 @@ def _check_model(model: DictConfig) -> None:
         raise ConfigError(f"model.{exc}") from None
     if not 0.0 <= model.dropout < 1.0:
         raise ConfigError(f"model.dropout must be in [0, 1), got {model.dropout!r}")
-    if not (math.isfinite(model.weight_decay) and model.weight_decay >= 0):
-        raise ConfigError(f"model.weight_decay must be a finite number >= 0, got {model.weight_decay!r}")
+    _check_non_negative("model.weight_decay", model.weight_decay)
     if model.dtype not in DTYPES:
         raise ConfigError(f"model.dtype must be one of {', '.join(DTYPES)}, got {model.dtype!r}")
 
@@ -277,6 +274,11 @@ def _check_task_2d(task: DictConfig) -> None:
     if len(start) != 2 or not all(math.isfinite(v) for v in start):
         raise ConfigError(f"task.start must be two finite numbers [x, y], got {start!r}")
     _check_int("task.steps", task.steps, 1)
+
+
+def _check_non_negative(key: str, value: float) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"{key} must be a finite number >= 0, got {value!r}")
 
 
 def _check_int(key: str, value: object, minimum: int) -> None:
