@@ -295,7 +295,7 @@ class RunTracker:
 
     # -- metrics -----------------------------------------------------------------------------------
     def log_metric(self, key: str, value: float, step: int) -> None:
-        """Buffer one point; sent when `flush_every` points are pending and at finish."""
+        """Buffer one point; sent when `flush_every` points are pending, after `flush_seconds`, and at finish."""
         self._require_open()
         self._buffer([(int(step), key, float(value), int(time.time() * 1000))])
 
