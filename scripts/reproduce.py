@@ -11,10 +11,12 @@ are logged as artifacts of an `analysis` run in the figure's MLflow experiment.
 from __future__ import annotations
 
 import argparse
-import subprocess
+import signal
 import sys
 import time
 from pathlib import Path
+
+from descentlab.interrupts import run_child
 
 REPO = Path(__file__).resolve().parent.parent
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "adam")
@@ -33,9 +35,14 @@ def run_sweep(figure: str, seeds: int, dataset: str, parallel: bool, iterations:
     if parallel:
         args.append("hydra/launcher=parallel")
     print("running:", " ".join(args[1:]), flush=True)
-    result = subprocess.run(args, cwd=REPO)
-    if result.returncode != 0:
-        raise SystemExit(f"error: the {figure} sweep failed (exit {result.returncode})")
+    # Ctrl-C or SIGTERM reach train.py once, through us: its jobs end KILLED with their points, and we exit as it did.
+    code = run_child(args, cwd=REPO)
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        print(f"interrupted: the {figure} sweep stopped (exit {code}); run the same command to finish it",
+              file=sys.stderr)
+        raise SystemExit(code)
+    if code != 0:
+        raise SystemExit(f"error: the {figure} sweep failed (exit {code})")
 
 
 def reproduce_fig6_8(out: Path, uri: str) -> list[Path]:

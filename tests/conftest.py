@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +60,19 @@ class Store:
         if exp is None:
             return []
         return client.search_runs([exp.experiment_id], max_results=1000)
+
+
+@pytest.fixture(autouse=True)
+def _own_signal_handlers() -> Iterator[None]:
+    """A test that runs a job in this process (`app.run`) installs descentlab's SIGINT/SIGTERM handlers: give the
+    test runner its own back, and forget any signal a test sent, so tests stay independent and Ctrl-C stops pytest."""
+    from descentlab import interrupts
+
+    handlers = {s: signal.getsignal(s) for s in interrupts.SIGNALS}
+    yield
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+    interrupts._state = interrupts._State()
 
 
 @pytest.fixture

@@ -68,9 +68,9 @@ def test_the_first_job_loads_without_full_collections_and_trains_with_them(tmp_p
     monkeypatch.setattr(app.ClassifyTask, "execute", spy)
     run = app._run
 
-    def spy_run(cfg):
+    def spy_run(cfg, job):
         seen.append((gc.isenabled(), gc.get_freeze_count()))
-        return run(cfg)
+        return run(cfg, job)
 
     monkeypatch.setattr(app, "_run", spy_run)
     try:

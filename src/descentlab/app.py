@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from descentlab import startup
+from descentlab import interrupts, startup
 from descentlab.config import ConfigError, config_hash, optimizer_hyperparams, run_name, run_params, validate
 from descentlab.optim import make_optimizer
 from descentlab.tracking.callbacks import repair_stale, store_for
@@ -52,17 +52,22 @@ class JobContext:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Run one job: skip it if an identical FINISHED run exists, else train and track it."""
+    """Run one job: skip it if an identical FINISHED run exists, else train and track it.
+
+    SIGINT/SIGTERM end the job's run KILLED with what it computed (`descentlab.interrupts`), in any process.
+    """
     startup.pause()  # a sweep worker's first job loads mlflow & co. now (train.py's guarded_main paused it already)
+    interrupts.install("job")  # a worker's handlers; train.py's process already has the launcher's
+    job = JobContext.current()
     try:
-        return _run(cfg)
+        with interrupts.job(job.sweep_dir):
+            return _run(cfg, job)
     finally:
         startup.after_first_job()
 
 
-def _run(cfg: DictConfig) -> dict[str, Any]:
+def _run(cfg: DictConfig, job: JobContext) -> dict[str, Any]:
     validate(cfg)
-    job = JobContext.current()
     name = run_name(cfg)
     chash = config_hash(cfg)
     if not cfg.tracking.enabled:
@@ -83,10 +88,11 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     task = make_task(cfg)  # loads data: may fail, before any run exists
     parent_id = None
     if job.multirun and job.sweep_dir:
-        parent_id = get_or_create_parent(
-            client, experiment_id, job.sweep_dir, run_name=f"sweep-{Path(job.sweep_dir).name}",
-            tags={"sweep_dir": job.sweep_dir, "hydra.overrides": " ".join(job.overrides)},
-        )
+        with interrupts.deferred():  # a parent run is created and recorded in the sweep folder, or not at all
+            parent_id = get_or_create_parent(
+                client, experiment_id, job.sweep_dir, run_name=f"sweep-{Path(job.sweep_dir).name}",
+                tags={"sweep_dir": job.sweep_dir, "hydra.overrides": " ".join(job.overrides)},
+            )
     tags = {
         "config_hash": chash,
         "task": cfg.task.name,
@@ -109,21 +115,49 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
 
 def execute(cfg: DictConfig, task: ClassifyTask | Function2dTask, tracker: Any, output_dir: str | None,
             name: str) -> str:
-    """Run the task inside the tracker's run and log the run's files; returns the terminal status."""
+    """Run the task inside the tracker's run and log the run's files; returns the terminal status.
+
+    However training ends (finished, diverged, an error, SIGINT/SIGTERM), the run keeps what it computed: its
+    metrics, `config.yaml`, Hydra's folder and `metrics.csv` are written before it ends FINISHED, FAILED or
+    KILLED. A signal that arrives while the run is created, or once training is over, waits until the run
+    has ended: a run whose training completed ends FINISHED with all its files.
+    """
     from threadpoolctl import threadpool_limits
 
     startup.resume()  # modules, store and data are loaded: freeze them; the job's own garbage is collected
-    with tracker:
-        tracker.log_params(run_params(cfg))
-        with threadpool_limits(limits=cfg.training.blas_threads), tempfile.TemporaryDirectory() as tmp:
-            status = task.execute(tracker, Path(tmp), name)
-            tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-            if output_dir and (Path(output_dir) / ".hydra").is_dir():
-                tracker.log_artifacts(str(Path(output_dir) / ".hydra"), "hydra")
-            tracker.log_history()  # metrics.csv: every point, what analysis reads
-        if status != "FINISHED":
+    with interrupts.deferred():
+        tracker.start()
+    with tracker, threadpool_limits(limits=cfg.training.blas_threads), tempfile.TemporaryDirectory() as tmp:
+        try:
+            tracker.log_params(run_params(cfg))
+            status = task.execute(tracker, name)
+        except BaseException as exc:  # SIGINT/SIGTERM (interrupts.JobInterrupted) end it KILLED, errors FAILED
+            with interrupts.deferred():
+                _log_record_after(exc, cfg, tracker, output_dir)
+            raise
+        with interrupts.deferred():  # training is over: its results, the run's record and its end, signal or not
+            task.log_results(tracker, Path(tmp), name)
+            _log_record(cfg, tracker, output_dir)
             tracker.finish(status, error=task.error)
     return status
+
+
+def _log_record_after(exc: BaseException, cfg: DictConfig, tracker: Any, output_dir: str | None) -> None:
+    """The record of a run that training left with `exc`; a failure here must not hide `exc`."""
+    try:
+        if isinstance(exc, KeyboardInterrupt):
+            tracker.set_tag("interrupted_by", str(exc) or "SIGINT")
+        _log_record(cfg, tracker, output_dir)
+    except Exception as problem:
+        print(f"warning: the record of run {tracker.run_id} is incomplete: {problem!r}", file=sys.stderr)
+
+
+def _log_record(cfg: DictConfig, tracker: Any, output_dir: str | None) -> None:
+    """The run's `config.yaml`, Hydra's folder (as `hydra/`) and `metrics.csv` (every point: what analysis reads)."""
+    tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    if output_dir and (Path(output_dir) / ".hydra").is_dir():
+        tracker.log_artifacts(str(Path(output_dir) / ".hydra"), "hydra")
+    tracker.log_history()
 
 
 def run_untracked(cfg: DictConfig, name: str) -> dict[str, Any]:
@@ -157,6 +191,8 @@ class ClassifyTask:
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
         self.error: str | None = None
+        self.history: Any = None  # training.History once training completed
+        self.model: Any = None
         from descentlab.data import IDX_SPECS  # the sets that take a path (mnist, fashion_mnist)
 
         path, download = None, True
@@ -175,8 +211,8 @@ class ClassifyTask:
         return {"dataset.checksum": info.checksum, "dataset.source": str(info.source),
                 "dataset.n_train": str(info.n_train), "dataset.n_test": str(info.n_test)}
 
-    def execute(self, tracker: Any, tmp: Path, name: str) -> str:
-        from descentlab.analysis.run_plots import loss_curve_png
+    def execute(self, tracker: Any, name: str) -> str:
+        """Train, streaming the metrics to the tracker; FINISHED, or FAILED if the loss diverged."""
         from descentlab.nn import MLP
         from descentlab.progress import Progress
         from descentlab.rng import RandomStreams
@@ -201,10 +237,10 @@ class ClassifyTask:
             progress.losses(first_step, losses)
 
         try:
-            history = fit(model, optimizer, self.data, iterations=t.iterations, batch_size=t.batch_size,
-                          eval_every=t.eval_every, rng=streams.batches, sampling=t.sampling,
-                          callback=callback, loss_callback=loss_callback, eval_train_subset=t.eval_train_subset,
-                          eval_test_subset=t.eval_test_subset)
+            self.history = fit(model, optimizer, self.data, iterations=t.iterations, batch_size=t.batch_size,
+                               eval_every=t.eval_every, rng=streams.batches, sampling=t.sampling,
+                               callback=callback, loss_callback=loss_callback,
+                               eval_train_subset=t.eval_train_subset, eval_test_subset=t.eval_test_subset)
         except DivergedError as exc:
             tracker.set_tag("diverged_at_step", str(exc.step))
             self.error = f"DivergedError: {exc}"
@@ -212,13 +248,22 @@ class ClassifyTask:
             return "FAILED"
         finally:
             progress.close()
-        tracker.log_metrics(history.summary(window=100), t.iterations)
+        self.model = model
+        return "FINISHED"
+
+    def log_results(self, tracker: Any, tmp: Path, name: str) -> None:
+        """After training completed: the summary metrics, the weights and the loss-curve plot."""
+        from descentlab.analysis.run_plots import loss_curve_png
+
+        history = self.history
+        if history is None or self.model is None:
+            return
+        tracker.log_metrics(history.summary(window=100), self.cfg.training.iterations)
         if tracker.keeps_artifacts:
             weights = tmp / "weights.npz"
-            np.savez(weights, **model.state_dict())
+            np.savez(weights, **self.model.state_dict())
             tracker.log_artifact(str(weights))
             tracker.log_artifact(str(loss_curve_png(history.losses, history.evals, name, tmp / "loss_curve.png")))
-        return "FINISHED"
 
 
 class Function2dTask:
@@ -230,12 +275,14 @@ class Function2dTask:
         self.cfg = cfg
         self.error: str | None = None
         self.objective = get_objective(cfg.task.objective)
+        self.path: np.ndarray | None = None  # the descent's points once it stayed finite
+        self.values: np.ndarray | None = None
 
     def tags(self) -> dict[str, str]:
         return {"objective": self.objective.name}
 
-    def execute(self, tracker: Any, tmp: Path, name: str) -> str:
-        from descentlab.analysis.run_plots import path_png
+    def execute(self, tracker: Any, name: str) -> str:
+        """Descend and log the path; FINISHED, or FAILED if it left the finite numbers."""
         from descentlab.objectives import descend
 
         cfg = self.cfg
@@ -252,11 +299,20 @@ class Function2dTask:
             tracker.set_tag("diverged_at_step", str(last))
             self.error = f"DivergedError: the path left the finite numbers at step {last}"
             return "FAILED"
-        distance = float(np.hypot(*(path[-1] - np.asarray(self.objective.minimum))))
-        tracker.log_metrics({"final/f": float(values[-1]), "final/distance_to_min": distance}, cfg.task.steps)
-        if tracker.keeps_artifacts:
-            tracker.log_artifact(str(path_png(self.objective, path, name, tmp / "path.png")))
+        self.path, self.values = path, values
         return "FINISHED"
+
+    def log_results(self, tracker: Any, tmp: Path, name: str) -> None:
+        """After a finite descent: the final value and distance to the minimum, and the path plot."""
+        from descentlab.analysis.run_plots import path_png
+
+        if self.path is None:
+            return
+        distance = float(np.hypot(*(self.path[-1] - np.asarray(self.objective.minimum))))
+        tracker.log_metrics({"final/f": float(self.values[-1]), "final/distance_to_min": distance},
+                            self.cfg.task.steps)
+        if tracker.keeps_artifacts:
+            tracker.log_artifact(str(path_png(self.objective, self.path, name, tmp / "path.png")))
 
 
 def make_task(cfg: DictConfig) -> ClassifyTask | Function2dTask:

@@ -60,18 +60,20 @@ def guarded_main(main: Callable[[], object], entry_file: str) -> None:
     os.environ.setdefault("DESCENTLAB_ROOT", str(Path(entry_file).resolve().parent))
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's multi-line report
+    from descentlab import interrupts
     from descentlab.tracking.callbacks import close_open_sweep
 
+    interrupts.install("launcher")  # SIGINT/SIGTERM: jobs end KILLED with their points, then the sweep stops
     try:
         main()
-    except KeyboardInterrupt:
-        close_open_sweep()
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        _interrupted(exc)
     except SystemExit:
         close_open_sweep()
         raise
     except BaseException as exc:
+        if interrupts.received() is not None:  # e.g. a pool reporting a worker that the signal stopped
+            _interrupted(exc)
         close_open_sweep()
         if full_error or not (isinstance(exc, _known_errors()) or _storage_error(exc)):
             raise
@@ -83,6 +85,22 @@ def guarded_main(main: Callable[[], object], entry_file: str) -> None:
         sys.exit(2)
     if os.environ.get("DESCENTLAB_FAST_EXIT", "1").strip().lower() not in ("0", "false", "no", "off"):
         exit_now(0)
+
+
+def _interrupted(exc: BaseException) -> None:
+    """SIGINT/SIGTERM ended the command: close the sweep's parent KILLED, leave no worker behind, exit 128 + signal."""
+    from descentlab import interrupts
+    from descentlab.tracking.callbacks import close_open_sweep
+
+    code = interrupts.exit_code(exc)
+    try:
+        close_open_sweep(status="KILLED")
+    finally:
+        killed = interrupts.stop_workers()
+        name = "SIGTERM" if code == 128 + 15 else "SIGINT" if code == 130 else f"signal {code - 128}"
+        extra = f"; {len(killed)} leftover worker process(es) killed" if killed else ""
+        print(f"interrupted ({name}){extra}", file=sys.stderr, flush=True)
+    sys.exit(code)
 
 
 def exit_now(code: int) -> None:

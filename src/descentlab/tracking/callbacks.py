@@ -72,6 +72,9 @@ class SweepCallback(Callback):
     """Creates the store in the launching process; ends the sweep's parent run."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from descentlab import interrupts
+
+        interrupts.watch_sweep(str(config.hydra.sweep.dir))  # a signal waits for the jobs announced there
         try:
             self._prepare(config)
         finally:
@@ -93,11 +96,12 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         summary = close_open_sweep(_joblib_kwargs(config))
         if summary:
-            print(
-                f"sweep: {summary['finished']} finished, {summary['failed']} failed, {summary['killed']} killed "
-                f"(parent run {summary['parent_run_id']})",
-                file=sys.stderr,
-            )
+            _print_summary(summary)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    print(f"sweep: {summary['finished']} finished, {summary['failed']} failed, {summary['killed']} killed "
+          f"(parent run {summary['parent_run_id']}: {summary['status']})", file=sys.stderr, flush=True)
 
 
 def _joblib_kwargs(config: DictConfig) -> dict[str, Any] | None:
@@ -115,18 +119,19 @@ def _joblib_kwargs(config: DictConfig) -> dict[str, Any] | None:
     return kwargs
 
 
-def _finish(uri: str, sweep_dir: Path) -> dict[str, Any] | None:
+def _finish(uri: str, sweep_dir: Path, status: str | None = None) -> dict[str, Any] | None:
     from descentlab.tracking.store import open_store
     from descentlab.tracking.sweep import finish_parent
 
-    return finish_parent(open_store(uri), sweep_dir)
+    return finish_parent(open_store(uri), sweep_dir, status=status)
 
 
-def close_open_sweep(joblib_kwargs: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def close_open_sweep(joblib_kwargs: dict[str, Any] | None = None, status: str | None = None) -> dict[str, Any] | None:
     """End the parent run of the sweep this process launched, if it has one still open.
 
     Called after the sweep, and by `cli.guarded_main` when the process fails or is interrupted mid-sweep
-    (Hydra skips `on_multirun_end` then). The parent's status follows its children's. With
+    (Hydra skips `on_multirun_end` then). The parent's status follows its children's, unless `status` (KILLED
+    for an interrupted sweep) says otherwise. With
     `joblib_kwargs` (a sweep that ran in joblib workers) and no mlflow in this process, the work is sent
     to the same, still warm, workers: joblib reuses its executor for identical arguments.
     """
@@ -143,4 +148,7 @@ def close_open_sweep(joblib_kwargs: dict[str, Any] | None = None) -> dict[str, A
         except Exception as exc:  # a broken pool: do it here
             print(f"warning: closing the sweep's parent run in a worker failed ({exc!r}); closing it here",
                   file=sys.stderr)
-    return _finish(uri, sweep_dir)
+    summary = _finish(uri, sweep_dir, status)
+    if summary and status is not None:
+        _print_summary(summary)
+    return summary

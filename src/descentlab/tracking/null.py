@@ -17,6 +17,9 @@ class NullTracker:
     def __init__(self) -> None:
         self.status: str | None = None
 
+    def start(self) -> NullTracker:
+        return self
+
     def __enter__(self) -> NullTracker:
         return self
 

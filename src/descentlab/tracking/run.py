@@ -169,7 +169,8 @@ class RunTracker:
         return self
 
     def __enter__(self) -> RunTracker:
-        return self.start()
+        """Start the run unless `start()` already did (a caller that must create it before the `with`)."""
+        return self if self.run_id is not None else self.start()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -155,8 +155,10 @@ def _count(children: list[Run]) -> dict[str, int]:
     return counts
 
 
-def finish_parent(client: MlflowClient, sweep_dir: str | Path) -> dict[str, Any] | None:
+def finish_parent(client: MlflowClient, sweep_dir: str | Path, status: str | None = None) -> dict[str, Any] | None:
     """Summarise the children on the parent and terminate it: FINISHED only if every configuration finished.
+
+    `status` (KILLED for an interrupted sweep) replaces the status the children's outcomes would give.
 
     Returns {"parent_run_id", "finished", "failed", "killed", "running", "status"}, or None when no job
     created a parent. Idempotent: an already terminated parent is counted but not changed.
@@ -169,10 +171,10 @@ def finish_parent(client: MlflowClient, sweep_dir: str | Path) -> dict[str, Any]
         parent_id = state["parent_run_id"]
         parent = client.get_run(parent_id)
         counts = _count(_children(client, parent.info.experiment_id, parent_id))
-        status = parent.info.status
+        forced, status = status, parent.info.status
         if status == "RUNNING" and parent.info.lifecycle_stage == "active":  # a deleted run cannot be updated
             n_configs = sum(counts.values())
-            status = "FINISHED" if n_configs and counts["finished"] == n_configs else "FAILED"
+            status = forced or ("FINISHED" if n_configs and counts["finished"] == n_configs else "FAILED")
             now = int(time.time() * 1000)
             client.log_batch(
                 parent_id,
