@@ -25,8 +25,16 @@ def test_headline_sweep_then_rerun_skips_then_force_reruns(store) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     runs = store.runs()
     assert len(parents(runs)) == 1 and len(children(runs)) == 4
-    parent_id = parents(runs)[0].info.run_id
-    assert parents(runs)[0].info.status == "FINISHED"
+    parent = parents(runs)[0]
+    parent_id = parent.info.run_id
+    assert parent.info.status == "FINISHED"
+    # The parent says what was swept: its name, the whole command line, the swept keys as params, one sweep.dir.
+    assert parent.info.run_name == "sweep optimizer=sgd,momentum,adagrad,adam"
+    assert parent.data.tags["hydra.overrides"] == " ".join(HEADLINE[1:])
+    assert parent.data.params == {"optimizer": "sgd,momentum,adagrad,adam", "training.iterations": "50",
+                                  "training.eval_every": "20"}
+    assert parent.data.tags["sweep.n_jobs"] == "4" and parent.data.tags["sweep.n_finished"] == "4"
+    assert parent.data.tags["sweep.dir"] == str(store.root / "multirun" / "1") and "sweep_dir" not in parent.data.tags
     client = store.client()
     names = set()
     for run in children(runs):
@@ -109,7 +117,6 @@ def test_divergent_job_fails_with_its_step_and_the_sweep_goes_on(store) -> None:
         (("model.hidden_sizes=[0]",), "model.hidden_sizes[0] must be an integer >= 1, got 0"),
         (("training.iteratons=5",), "Could not override 'training.iteratons': Key 'iteratons' not in 'TrainingConf'"),
         (("training.batch_size=4001",), "training.batch_size must be at most the 4000 training examples"),
-        (("-m", "optimizer=sgd,adam", "optimizer.lr=-1"), "lr must be a finite number > 0, got -1.0"),
     ],
 )
 def test_bad_input_is_one_line_nonzero_and_leaves_no_run(store, args: tuple[str, ...], message: str) -> None:
@@ -120,6 +127,39 @@ def test_bad_input_is_one_line_nonzero_and_leaves_no_run(store, args: tuple[str,
     assert "Traceback" not in result.stderr
     assert [r for r in store.runs() if r.info.status == "RUNNING"] == []
     assert children(store.runs()) == []
+
+
+@pytest.mark.parametrize("launcher", ["basic", "parallel"])
+def test_rejected_jobs_of_a_sweep_are_recorded_counted_and_named(store, launcher: str) -> None:
+    sweep = ("-m", f"hydra/launcher={launcher}", "optimizer=sgd,adam", "optimizer.lr=0.1,0", "training.iterations=30",
+             "training.progress=false")
+    result = store.train(*sweep)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-2].startswith("sweep of 4 jobs: 2 finished, 2 failed (2 rejected), 0 killed (parent run ")
+    assert lines[-2].endswith(": FAILED)")
+    assert lines[-1] == ("sweep: 2 job(s) rejected: "
+                         "[optimizer=sgd optimizer.lr=0] optimizer: SGD: lr must be a finite number > 0, got 0.0; "
+                         "[optimizer=adam optimizer.lr=0] optimizer: Adam: lr must be a finite number > 0, got 0.0")
+    runs = store.runs()
+    (parent,) = parents(runs)
+    jobs = {(r.data.params["optimizer.name"], r.data.params["optimizer.lr"]): r for r in children(runs)}
+    assert set(jobs) == {("sgd", "0.1"), ("sgd", "0.0"), ("adam", "0.1"), ("adam", "0.0")}
+    for (name, lr), run in jobs.items():
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.data.tags["config_hash"]
+        if lr == "0.1":
+            assert run.info.status == "FINISHED" and "rejected" not in run.data.tags
+            continue
+        assert run.info.status == "FAILED" and run.data.tags["rejected"] == "true"
+        assert run.data.tags["error"] == f"optimizer: {'SGD' if name == 'sgd' else 'Adam'}: lr must be a finite " \
+                                         "number > 0, got 0.0"
+        assert run.data.params["training.iterations"] == "30" and run.data.params["seed"] == "0"
+    assert parent.info.status == "FAILED" and parent.info.run_name == "sweep optimizer=sgd,adam optimizer.lr=0.1,0"
+    tags = parent.data.tags
+    assert (tags["sweep.n_finished"], tags["sweep.n_failed"], tags["sweep.n_rejected"]) == ("2", "2", "2")
+    assert tags["hydra.overrides"] == " ".join(sweep[2:])
+    assert parent.data.params["optimizer.lr"] == "0.1,0" and parent.data.params["optimizer"] == "sgd,adam"
 
 
 def test_parallel_preset_runs_four_jobs_into_one_store(store) -> None:

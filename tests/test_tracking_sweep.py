@@ -11,9 +11,17 @@ import pytest
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # offline: telemetry once broke a request
 
+from descentlab.tracking.callbacks import describe_sweep
 from descentlab.tracking.run import RunTracker
 from descentlab.tracking.store import artifact_root_for, get_or_create_experiment, open_store, resolve_tracking_uri
-from descentlab.tracking.sweep import STATE_FILE, finish_parent, get_or_create_parent, read_sweep_state
+from descentlab.tracking.sweep import (
+    STATE_FILE,
+    describe,
+    finish_parent,
+    get_or_create_parent,
+    read_sweep_state,
+    write_description,
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +58,7 @@ def _experiment_and_parent_in_child(uri: str, sweep_dir: str, barrier, results) 
     barrier.wait(timeout=60)
     experiment_id = get_or_create_experiment(client, "concurrent", artifact_root_for(uri))
     barrier.wait(timeout=60)
-    parent = get_or_create_parent(client, experiment_id, sweep_dir, "sweep", {"sweep.kind": "test"})
+    parent = get_or_create_parent(client, experiment_id, sweep_dir)
     results.put((experiment_id, parent))
 
 
@@ -60,6 +68,7 @@ def test_two_processes_share_one_experiment_and_one_parent(mlstore, tmp_path: Pa
     sweep_dir = tmp_path / "multirun" / "2026-01-01" / "12-00-00"  # does not exist yet
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(2), ctx.Queue()
+    write_description(sweep_dir, describe_sweep(["optimizer=sgd,adam", "seed=0,1,2", "training.iterations=50"]))
     procs = [ctx.Process(target=_experiment_and_parent_in_child, args=(uri, str(sweep_dir), barrier, results))
              for _ in range(2)]
     for p in procs:
@@ -74,20 +83,26 @@ def test_two_processes_share_one_experiment_and_one_parent(mlstore, tmp_path: Pa
     assert client.get_experiment(experiment).artifact_location == f"{artifact_root_for(uri)}/concurrent"
     runs = _runs(client, experiment)
     assert [r.info.run_id for r in runs] == [parent]
-    assert runs[0].info.status == "RUNNING" and runs[0].data.tags["sweep.kind"] == "test"
-    assert runs[0].data.tags["mlflow.runName"] == "sweep"
+    # Named and tagged from the launching process's description: what was swept, the whole command line.
+    assert runs[0].info.status == "RUNNING" and runs[0].info.run_name == "sweep optimizer=sgd,adam seed=0,1,2"
+    tags, params = runs[0].data.tags, runs[0].data.params
+    assert tags["hydra.overrides"] == "optimizer=sgd,adam seed=0,1,2 training.iterations=50"
+    assert tags["sweep.keys"] == "optimizer,seed" and tags["sweep.n_jobs"] == "6"
+    assert tags["sweep.dir"] == str(sweep_dir) and "sweep_dir" not in tags  # one fact, one tag
+    assert params == {"optimizer": "sgd,adam", "seed": "0,1,2", "training.iterations": "50"}
     state = json.loads((sweep_dir / STATE_FILE).read_text())
     assert state == {"parent_run_id": parent, "experiment_id": experiment, "tracking_uri": uri}
-    assert get_or_create_parent(client, experiment, sweep_dir, "sweep", {}) == parent  # and in this process
+    assert get_or_create_parent(client, experiment, sweep_dir) == parent  # and in this process
 
 
 def test_finish_parent_summarises_children(mlstore, experiment: str, tmp_path: Path) -> None:
     _, client = mlstore
-    parent = get_or_create_parent(client, experiment, tmp_path, "sweep", {})
+    parent = get_or_create_parent(client, experiment, tmp_path)
     for status in ("FINISHED", "FINISHED", "FAILED"):
         _child(client, experiment, parent, status)
     summary = finish_parent(client, tmp_path)
-    expected = {"parent_run_id": parent, "finished": 2, "failed": 1, "killed": 0, "running": 0, "status": "FAILED"}
+    expected = {"parent_run_id": parent, "finished": 2, "failed": 1, "rejected": 0, "killed": 0, "running": 0,
+                "status": "FAILED", "rejections": [], "n_jobs": None}
     assert summary == expected
     got = client.get_run(parent)
     assert got.info.status == "FAILED"
@@ -99,7 +114,7 @@ def test_finish_parent_summarises_children(mlstore, experiment: str, tmp_path: P
 
 def test_all_children_finished_finishes_the_parent(mlstore, experiment: str, tmp_path: Path) -> None:
     _, client = mlstore
-    parent = get_or_create_parent(client, experiment, tmp_path, "sweep", {})
+    parent = get_or_create_parent(client, experiment, tmp_path)
     _child(client, experiment, parent, "FINISHED")
     _child(client, experiment, parent, "FINISHED")
     assert finish_parent(client, tmp_path)["status"] == "FINISHED"
@@ -115,12 +130,12 @@ def test_no_state_file_means_no_parent(mlstore, experiment: str, tmp_path: Path)
 
 def test_rerun_reopens_the_parent_and_counts_retries_once(mlstore, experiment: str, tmp_path: Path) -> None:
     _, client = mlstore
-    parent = get_or_create_parent(client, experiment, tmp_path, "sweep", {})
+    parent = get_or_create_parent(client, experiment, tmp_path)
     _child(client, experiment, parent, "FINISHED", "h1")
     _child(client, experiment, parent, "FAILED", "h2")
     assert finish_parent(client, tmp_path)["status"] == "FAILED"
     # The sweep is launched again: the failed configuration runs again under the same parent.
-    assert get_or_create_parent(client, experiment, tmp_path, "sweep", {}) == parent
+    assert get_or_create_parent(client, experiment, tmp_path) == parent
     assert client.get_run(parent).info.status == "RUNNING"
     _child(client, experiment, parent, "FINISHED", "h2")
     summary = finish_parent(client, tmp_path)
@@ -130,7 +145,52 @@ def test_rerun_reopens_the_parent_and_counts_retries_once(mlstore, experiment: s
 
 def test_deleted_parent_is_replaced(mlstore, experiment: str, tmp_path: Path) -> None:
     _, client = mlstore
-    first = get_or_create_parent(client, experiment, tmp_path, "sweep", {})
+    first = get_or_create_parent(client, experiment, tmp_path)
     client.delete_run(first)
-    second = get_or_create_parent(client, experiment, tmp_path, "sweep", {})
+    second = get_or_create_parent(client, experiment, tmp_path)
     assert second != first and read_sweep_state(tmp_path)["parent_run_id"] == second
+
+
+def test_rejected_jobs_are_counted_and_listed_with_their_overrides_and_reasons(mlstore, experiment: str,
+                                                                              tmp_path: Path) -> None:
+    _, client = mlstore
+    parent = get_or_create_parent(client, experiment, tmp_path)
+    _child(client, experiment, parent, "FINISHED", "h1")
+    for num, (overrides, reason) in enumerate([("optimizer=sgd optimizer.lr=0", "SGD: lr must be > 0, got 0.0"),
+                                               ("optimizer=adam optimizer.lr=0", "Adam: lr must be > 0, got 0.0")]):
+        run = RunTracker(client, experiment, f"rejected-{num}", parent_run_id=parent,
+                         tags={"config_hash": f"r{num}", "rejected": "true", "hydra.overrides": overrides,
+                               "hydra.job_num": str(num + 1)}).start()
+        run.finish("FAILED", error=reason)
+    summary = finish_parent(client, tmp_path)
+    assert (summary["finished"], summary["failed"], summary["rejected"], summary["status"]) == (1, 2, 2, "FAILED")
+    assert summary["rejections"] == [("optimizer=sgd optimizer.lr=0", "SGD: lr must be > 0, got 0.0"),
+                                     ("optimizer=adam optimizer.lr=0", "Adam: lr must be > 0, got 0.0")]
+    assert client.get_run(parent).data.tags["sweep.n_rejected"] == "2"
+
+
+def test_an_interrupted_sweep_ends_killed_and_is_described_when_closed(mlstore, experiment: str,
+                                                                       tmp_path: Path) -> None:
+    _, client = mlstore
+    parent = get_or_create_parent(client, experiment, tmp_path)  # no description reached the job (another host)
+    assert client.get_run(parent).info.run_name == f"sweep {tmp_path.name}"
+    _child(client, experiment, parent, "FINISHED", "h1")
+    _child(client, experiment, parent, "KILLED", "h2")
+    description = describe_sweep(["optimizer=sgd,adam"])
+    summary = finish_parent(client, tmp_path, status="KILLED", description=description)
+    assert (summary["status"], summary["killed"], summary["n_jobs"]) == ("KILLED", 1, 2)
+    got = client.get_run(parent)
+    assert got.info.status == "KILLED" and got.info.run_name == "sweep optimizer=sgd,adam"
+    assert got.data.tags["hydra.overrides"] == "optimizer=sgd,adam" and got.data.params == {"optimizer": "sgd,adam"}
+
+
+def test_a_sweep_is_named_by_what_it_sweeps() -> None:
+    assert describe_sweep(["optimizer=sgd,momentum,adagrad,adam", "seed=0,1,2"])["name"] == (
+        "sweep optimizer=sgd,momentum,adagrad,adam seed=0,1,2")
+    assert describe_sweep(["seed=range(0,3)", "optimizer.lr=0.1"])["params"] == {"seed": "0,1,2", "optimizer.lr": "0.1"}
+    assert describe_sweep(["optimizer=adam"])["name"] == "sweep optimizer=adam"  # nothing swept: the overrides
+    assert describe_sweep([])["name"] == "sweep (no overrides)"
+    many = describe(["x"], {f"key{i}": [str(v) for v in range(20)] for i in range(3)}, {}, 8000)
+    assert many["name"] == "sweep key0×20 key1×20 key2×20" and many["n_jobs"] == 8000
+    interval = describe_sweep(["optimizer.lr=interval(0.001,0.1)", "seed=0,1"])
+    assert interval["n_jobs"] is None and interval["params"]["optimizer.lr"] == "interval(0.001,0.1)"

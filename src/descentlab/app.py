@@ -1,7 +1,8 @@
 """Glue: a composed config -> data, model, optimizer -> training or a 2-D descent -> one tracked MLflow run.
 
 Everything that can fail on bad input (values, data, the store) is checked before the run is created,
-so bad input leaves no run behind. Once the run exists, it always ends FINISHED, FAILED or KILLED.
+so bad input leaves no run behind (in a sweep the rejected job is recorded as a FAILED run, so that every job
+is accounted for). Once the run exists, it always ends FINISHED, FAILED or KILLED.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from descentlab import interrupts, startup
 from descentlab.config import ConfigError, config_hash, optimizer_hyperparams, run_name, run_params, validate
+from descentlab.errors import input_errors, one_line
 from descentlab.optim import make_optimizer
 from descentlab.tracking.callbacks import repair_stale, store_for
 
@@ -67,14 +69,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _run(cfg: DictConfig, job: JobContext) -> dict[str, Any]:
-    validate(cfg)
+    try:
+        validate(cfg)
+    except input_errors() as exc:
+        _reject(cfg, job, exc)
+        raise
     name = run_name(cfg)
     chash = config_hash(cfg)
     if not cfg.tracking.enabled:
         return run_untracked(cfg, name)
     uri, client, experiment_id = store_for(cfg)
 
-    from descentlab.tracking import RunTracker, environment_tags, find_finished_run, get_or_create_parent
+    from descentlab.tracking import RunTracker, find_finished_run
 
     # In the jobs (the launcher of a sweep imports no mlflow): runs of killed jobs end FAILED, so they are redone.
     repair_stale(client, experiment_id)
@@ -85,32 +91,81 @@ def _run(cfg: DictConfig, job: JobContext) -> dict[str, Any]:
                   file=sys.stderr)
             return {"status": "SKIPPED", "run_id": done, "name": name}
 
-    task = make_task(cfg)  # loads data: may fail, before any run exists
-    parent_id = None
-    if job.multirun and job.sweep_dir:
-        with interrupts.deferred():  # a parent run is created and recorded in the sweep folder, or not at all
-            parent_id = get_or_create_parent(
-                client, experiment_id, job.sweep_dir, run_name=f"sweep-{Path(job.sweep_dir).name}",
-                tags={"sweep_dir": job.sweep_dir, "hydra.overrides": " ".join(job.overrides)},
-            )
-    tags = {
-        "config_hash": chash,
-        "task": cfg.task.name,
-        "hydra.overrides": " ".join(job.overrides),
-        **environment_tags(os.environ.get("DESCENTLAB_ROOT")),
-        **task.tags(),
-    }
-    if job.multirun:
-        tags.update({"hydra.job_num": str(job.job_num), "hydra.sweep_dir": str(job.sweep_dir)})
-    if job.output_dir:
-        tags["hydra.output_dir"] = job.output_dir
-
-    tracker = RunTracker(client, experiment_id, name, tags=tags, parent_run_id=parent_id,
+    try:
+        task = make_task(cfg)  # loads data: may fail, before any run exists
+    except input_errors() as exc:
+        _reject(cfg, job, exc, (client, experiment_id))
+        raise
+    tags = {**_job_tags(cfg, job, chash), **task.tags()}
+    tracker = RunTracker(client, experiment_id, name, tags=tags, parent_run_id=_parent(client, experiment_id, job),
                          flush_every=cfg.tracking.flush_every, flush_seconds=cfg.tracking.flush_seconds,
                          store_every=cfg.tracking.store_every, spill_dir=job.output_dir)
     status = execute(cfg, task, tracker, job.output_dir, name)
     print(f"{name}: {status} (run {tracker.run_id}, experiment {cfg.tracking.experiment}, {uri})", file=sys.stderr)
     return {"status": status, "run_id": tracker.run_id, "name": name}
+
+
+def _parent(client: Any, experiment_id: str, job: JobContext) -> str | None:
+    """The sweep's parent run (created by its first job that records a run); None outside a sweep."""
+    if not (job.multirun and job.sweep_dir):
+        return None
+    from descentlab.tracking import get_or_create_parent
+
+    with interrupts.deferred():  # a parent run is created and recorded in the sweep folder, or not at all
+        return get_or_create_parent(client, experiment_id, job.sweep_dir)
+
+
+def _job_tags(cfg: DictConfig, job: JobContext, chash: str | None) -> dict[str, str]:
+    """What a job's run is tagged with besides the task's own tags: its identity, where it ran, the code's state."""
+    from descentlab.tracking import environment_tags
+
+    tags = {"task": str(cfg.task.name), "hydra.overrides": " ".join(job.overrides),
+            **environment_tags(os.environ.get("DESCENTLAB_ROOT"))}
+    if chash:
+        tags["config_hash"] = chash
+    if job.multirun:
+        tags.update({"hydra.job_num": str(job.job_num), "hydra.sweep_dir": str(job.sweep_dir)})
+    if job.output_dir:
+        tags["hydra.output_dir"] = job.output_dir
+    return tags
+
+
+def _reject(cfg: DictConfig, job: JobContext, exc: BaseException, store: tuple[Any, str] | None = None) -> None:
+    """A sweep's job refused for bad input still counts: a FAILED child run of the sweep's parent, with the
+    job's config as params, the one-line reason as its `error` tag and `rejected=true`.
+
+    Outside a sweep (one run, one `error:` line) or without a usable store nothing is recorded; recording must
+    never hide the reason, so its own failure is a warning.
+    """
+    from descentlab.tracking.store import TrackingUnavailableError
+
+    if not (job.multirun and job.sweep_dir and cfg.tracking.enabled) or isinstance(exc, TrackingUnavailableError):
+        return
+    try:
+        from descentlab.tracking import RunTracker
+        from descentlab.tracking.sweep import REJECTED_TAG
+
+        client, experiment_id = store if store is not None else store_for(cfg)[1:]
+        name, chash = _try(run_name, cfg) or f"job-{job.job_num}", _try(config_hash, cfg)
+        tags = {**_job_tags(cfg, job, chash), REJECTED_TAG: "true"}
+        tracker = RunTracker(client, experiment_id, name, tags=tags, parent_run_id=_parent(client, experiment_id, job))
+        with interrupts.deferred():
+            tracker.start()
+            try:
+                tracker.log_params(_try(run_params, cfg) or {})
+            finally:
+                tracker.finish("FAILED", error=one_line(exc))
+    except Exception as problem:
+        print(f"warning: the rejected job {' '.join(job.overrides)} could not be recorded: {one_line(problem)}",
+              file=sys.stderr)
+
+
+def _try(function: Any, cfg: DictConfig) -> Any:
+    """`function(cfg)`, or None for a config too broken for it (an interpolation that does not resolve)."""
+    try:
+        return function(cfg)
+    except Exception:
+        return None
 
 
 def execute(cfg: DictConfig, task: ClassifyTask | Function2dTask, tracker: Any, output_dir: str | None,

@@ -11,7 +11,6 @@ import atexit
 import contextlib
 import errno
 import os
-import re
 import sys
 import threading
 import time
@@ -19,31 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from descentlab import startup
-
-
-def one_line(exc: BaseException) -> str:
-    """The exception's message and its direct cause's first line, folded onto one line."""
-    text = str(exc).strip() or type(exc).__name__
-    text = text.split("Config search path:")[0]  # Hydra's list of search paths says nothing about the error
-    text = re.sub(r"\s*To append to your config use \S+", "", text)  # a typo is likelier than a wish to append
-    text = text.split("\n    full_key:")[0]  # OmegaConf's key/type footer repeats what the message says
-    cause = exc.__cause__
-    if cause is not None and str(cause).strip():
-        text = f"{text.rstrip('.')}: {str(cause).strip().splitlines()[0]}"
-    return re.sub(r"\s+", " ", text).strip()
-
-
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from descentlab.config import ConfigError
-    from descentlab.data import DatasetNotFoundError, IdxFormatError
-    from descentlab.tracking.store import TrackingUnavailableError
-
-    return (HydraException, OmegaConfBaseException, ConfigError, DatasetNotFoundError, IdxFormatError,
-            TrackingUnavailableError)
-
+from descentlab.errors import input_errors, one_line
 
 # A full disk (or a file-size limit) mid-run: the run is already marked FAILED by its tracker; say so in one line.
 STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -74,9 +49,11 @@ def guarded_main(main: Callable[[], object], entry_file: str) -> None:
     except BaseException as exc:
         if interrupts.received() is not None:  # e.g. a pool reporting a worker that the signal stopped
             _interrupted(exc)
-        close_open_sweep()
-        if full_error or not (isinstance(exc, _known_errors()) or _storage_error(exc)):
+        summary = close_open_sweep()
+        if full_error or not (isinstance(exc, input_errors()) or _storage_error(exc)):
             raise
+        if summary and summary.get("rejections") and not _storage_error(exc):
+            sys.exit(2)  # the closing `sweep:` line named every rejected job and why
         if _storage_error(exc):
             print(f"error: out of disk space or over the file-size limit: {one_line(exc)}; free space and run "
                   "the command again (FINISHED runs are skipped)", file=sys.stderr)

@@ -27,8 +27,8 @@ from descentlab import startup
 JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # runs the jobs in this process
 
-# The sweep this process launched and has not closed yet: (tracking URI, sweep dir).
-_open_sweep: tuple[str, Path] | None = None
+# The sweep this process launched and has not closed yet: (tracking URI, sweep dir, its description).
+_open_sweep: tuple[str, Path, dict[str, Any]] | None = None
 # When this process last repaired an experiment: (tracking URI, experiment id, config hash) -> monotonic s.
 _repaired_at: dict[tuple[str, str, str | None], float] = {}
 REPAIR_EVERY_S = 60.0
@@ -86,22 +86,73 @@ class SweepCallback(Callback):
         if not config.tracking.enabled:
             return
         from descentlab.tracking.store import needs_schema_creation, prepare_store, resolve_tracking_uri
+        from descentlab.tracking.sweep import write_description
 
         uri = resolve_tracking_uri(config.tracking.uri, config.tracking.store_dir)
         prepare_store(uri)  # bad URIs and absent servers fail here, before any job
         if needs_schema_creation(uri):  # no template, or a database server: MLflow's migrations run once, here
             store_for(config)
-        _open_sweep = (uri, Path(str(config.hydra.sweep.dir)))
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        description = describe_sweep(list(config.hydra.overrides.task))
+        write_description(sweep_dir, description)  # the first job names and tags the parent from it
+        _open_sweep = (uri, sweep_dir, description)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        summary = close_open_sweep(_joblib_kwargs(config))
-        if summary:
-            _print_summary(summary)
+        close_open_sweep(_joblib_kwargs(config))
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
-    print(f"sweep: {summary['finished']} finished, {summary['failed']} failed, {summary['killed']} killed "
+def describe_sweep(overrides: list[str]) -> dict[str, Any]:
+    """The sweep's description for its parent run (`tracking.sweep.describe`) from the command's overrides.
+
+    The number of jobs is the product of the swept keys' numbers of values (Hydra's basic sweeper); None when a
+    sweep cannot be enumerated (an interval, which only other sweepers take).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from descentlab.tracking.sweep import describe
+
+    swept: dict[str, list[str]] = {}
+    fixed: dict[str, str] = {}
+    n_jobs: int | None = 1
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group
+        if not override.is_sweep_override():
+            fixed[key] = override.get_value_element_as_str()
+            continue
+        try:
+            swept[key] = list(override.sweep_string_iterator())
+        except HydraException:  # interval sweeps: no list of values, their text as typed
+            swept[key] = [str(override.input_line).split("=", 1)[-1]]
+            n_jobs = None
+        else:
+            n_jobs = n_jobs * len(swept[key]) if n_jobs is not None else None
+    return describe(overrides, swept, fixed, n_jobs)
+
+
+def _print_summary(summary: dict[str, Any] | None, description: dict[str, Any]) -> dict[str, Any] | None:
+    """The sweep's closing lines: its counts, then every job refused for bad input with its overrides and reason."""
+    if not summary:
+        return summary  # no job created a parent (all skipped, or none started)
+    summary["swept"] = description.get("swept")
+    of = f" of {summary['n_jobs']} jobs" if summary.get("n_jobs") else ""
+    failed = f"{summary['failed']} failed" + (f" ({summary['rejected']} rejected)" if summary.get("rejected") else "")
+    print(f"sweep{of}: {summary['finished']} finished, {failed}, {summary['killed']} killed "
           f"(parent run {summary['parent_run_id']}: {summary['status']})", file=sys.stderr, flush=True)
+    rejections = summary.get("rejections") or []
+    if rejections:
+        listed = "; ".join(f"[{_swept_only(overrides, summary.get('swept'))}] {reason}"
+                           for overrides, reason in rejections)
+        print(f"sweep: {len(rejections)} job(s) rejected: {listed}", file=sys.stderr, flush=True)
+    return summary
+
+
+def _swept_only(overrides: str, swept: list[str] | None) -> str:
+    """A job's overrides (`a=1 b=2 c=3`) cut to the swept keys, which tell the sweep's jobs apart."""
+    if not swept:
+        return overrides
+    kept = [o for o in overrides.split(" ") if o.split("=", 1)[0].lstrip("+~") in swept]
+    return " ".join(kept) or overrides
 
 
 def _joblib_kwargs(config: DictConfig) -> dict[str, Any] | None:
@@ -119,15 +170,16 @@ def _joblib_kwargs(config: DictConfig) -> dict[str, Any] | None:
     return kwargs
 
 
-def _finish(uri: str, sweep_dir: Path, status: str | None = None) -> dict[str, Any] | None:
+def _finish(uri: str, sweep_dir: Path, status: str | None = None,
+            description: dict[str, Any] | None = None) -> dict[str, Any] | None:
     from descentlab.tracking.store import open_store
     from descentlab.tracking.sweep import finish_parent
 
-    return finish_parent(open_store(uri), sweep_dir, status=status)
+    return finish_parent(open_store(uri), sweep_dir, status=status, description=description)
 
 
 def close_open_sweep(joblib_kwargs: dict[str, Any] | None = None, status: str | None = None) -> dict[str, Any] | None:
-    """End the parent run of the sweep this process launched, if it has one still open.
+    """End the parent run of the sweep this process launched, if it has one still open, and print its summary.
 
     Called after the sweep, and by `cli.guarded_main` when the process fails or is interrupted mid-sweep
     (Hydra skips `on_multirun_end` then). The parent's status follows its children's, unless `status` (KILLED
@@ -138,17 +190,15 @@ def close_open_sweep(joblib_kwargs: dict[str, Any] | None = None, status: str | 
     global _open_sweep
     if _open_sweep is None:
         return None
-    uri, sweep_dir = _open_sweep
+    uri, sweep_dir, description = _open_sweep
     _open_sweep = None
     if joblib_kwargs is not None and "mlflow" not in sys.modules:
         try:
             from joblib import Parallel, delayed
 
-            return Parallel(**joblib_kwargs)([delayed(_finish)(uri, sweep_dir)])[0]
+            summary = Parallel(**joblib_kwargs)([delayed(_finish)(uri, sweep_dir, status, description)])[0]
+            return _print_summary(summary, description)
         except Exception as exc:  # a broken pool: do it here
             print(f"warning: closing the sweep's parent run in a worker failed ({exc!r}); closing it here",
                   file=sys.stderr)
-    summary = _finish(uri, sweep_dir, status)
-    if summary and status is not None:
-        _print_summary(summary)
-    return summary
+    return _print_summary(_finish(uri, sweep_dir, status, description), description)

@@ -4,6 +4,12 @@ The jobs of a sweep may run in other processes (joblib/loky, submitit), so the p
 live in memory: it is kept in `<sweep_dir>/.mlflow_sweep.json`, read and written under an exclusive
 `flock` on `<sweep_dir>/.mlflow_sweep.lock`. The first job that actually runs creates the parent,
 so a re-run whose jobs are all skipped leaves no empty parent behind.
+
+What the parent says about the sweep (its name, the whole command line as `hydra.overrides`, the swept keys and
+their values as params) comes from the launching process, which alone sees the sweep's arguments: it writes
+them to `<sweep_dir>/.sweep.json` before any job starts (`write_description`), and sets them again when it
+closes the parent (`finish_parent`), for jobs that could not read the folder. The closing summary counts the
+children by outcome, `rejected` (bad input, refused before training) among the failed, and lists those.
 """
 
 from __future__ import annotations
@@ -19,16 +25,31 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Run, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-__all__ = ["LOCK_FILE", "STATE_FILE", "finish_parent", "get_or_create_parent", "read_sweep_state"]
+__all__ = [
+    "DESCRIPTION_FILE",
+    "LOCK_FILE",
+    "REJECTED_TAG",
+    "STATE_FILE",
+    "finish_parent",
+    "get_or_create_parent",
+    "parent_identity",
+    "read_description",
+    "read_sweep_state",
+    "write_description",
+]
 
 _log = logging.getLogger(__name__)
 
 STATE_FILE = ".mlflow_sweep.json"
 LOCK_FILE = ".mlflow_sweep.lock"
+DESCRIPTION_FILE = ".sweep.json"
+SWEEP_DIR_TAG = "sweep.dir"
+REJECTED_TAG = "rejected"  # on a job's run refused for bad input: "true"
+MAX_NAME = 100  # longer names list the swept keys with their numbers of values instead
 
 
 @contextlib.contextmanager
@@ -55,19 +76,68 @@ def read_sweep_state(sweep_dir: str | Path) -> dict[str, Any] | None:
     return state
 
 
-def _write_state(sweep_dir: Path, state: Mapping[str, Any]) -> None:
+def _write_state(sweep_dir: Path, state: Mapping[str, Any], name: str = STATE_FILE) -> None:
     """Write-then-rename, so a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=sweep_dir, prefix=STATE_FILE, suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=sweep_dir, prefix=name, suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(dict(state), f, indent=2)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, sweep_dir / STATE_FILE)
+        os.replace(tmp, sweep_dir / name)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def describe(overrides: list[str], swept: Mapping[str, list[str]], fixed: Mapping[str, str],
+             n_jobs: int | None) -> dict[str, Any]:
+    """A sweep as its parent run shows it: `name`, the command line (`overrides`), `params`, `n_jobs`.
+
+    `swept`: each swept key's values as typed; `fixed`: the other overrides. The name lists the swept keys and
+    values (`sweep optimizer=sgd,adam seed=0,1,2`), or their numbers of values when that is too long.
+    """
+    listed = " ".join(f"{k}={','.join(v)}" for k, v in swept.items())
+    if len(listed) > MAX_NAME:
+        listed = " ".join(f"{k}×{len(v)}" for k, v in swept.items())
+    name = f"sweep {listed or ' '.join(overrides) or '(no overrides)'}"
+    if len(name) > MAX_NAME + 6:
+        name = name[: MAX_NAME + 5] + "…"
+    params = {**{k: ",".join(v) for k, v in swept.items()}, **dict(fixed)}
+    return {"name": name, "overrides": " ".join(overrides), "params": params, "swept": sorted(swept),
+            "n_jobs": n_jobs}
+
+
+def write_description(sweep_dir: str | Path, description: Mapping[str, Any]) -> None:
+    """Record the sweep's description (`describe`) where its jobs find it."""
+    folder = Path(sweep_dir).absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_state(folder, description, DESCRIPTION_FILE)
+
+
+def read_description(sweep_dir: str | Path) -> dict[str, Any] | None:
+    """The launching process's description of the sweep, or None (not written, or not on this filesystem)."""
+    try:
+        found = json.loads((Path(sweep_dir) / DESCRIPTION_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) and "name" in found else None
+
+
+def parent_identity(sweep_dir: str | Path, description: Mapping[str, Any] | None
+                    ) -> tuple[str, dict[str, str], dict[str, str]]:
+    """Name, tags and params of the sweep's parent run (without a description: a name from the folder only)."""
+    tags = {SWEEP_DIR_TAG: str(Path(sweep_dir).absolute())}
+    if not description:
+        return f"sweep {Path(sweep_dir).name}", tags, {}
+    tags["hydra.overrides"] = str(description.get("overrides", ""))
+    if description.get("swept"):
+        tags["sweep.keys"] = ",".join(description["swept"])
+    if description.get("n_jobs") is not None:
+        tags["sweep.n_jobs"] = str(description["n_jobs"])
+    params = {str(k): str(v) for k, v in dict(description.get("params") or {}).items()}
+    return str(description["name"]), tags, params
 
 
 def _usable_parent(client: MlflowClient, run_id: str, experiment_id: str) -> Run | None:
@@ -80,12 +150,11 @@ def _usable_parent(client: MlflowClient, run_id: str, experiment_id: str) -> Run
     return run
 
 
-def get_or_create_parent(
-    client: MlflowClient, experiment_id: str, sweep_dir: str | Path, run_name: str, tags: Mapping[str, str]
-) -> str:
+def get_or_create_parent(client: MlflowClient, experiment_id: str, sweep_dir: str | Path) -> str:
     """The sweep's parent run id, creating the run (left RUNNING) if this is the sweep's first job.
 
-    A parent that was already terminated (a re-run of the sweep) is set back to RUNNING so that
+    The new run is named and tagged from the sweep's description (`parent_identity`), its params are the
+    swept keys. A parent that was already terminated (a re-run of the sweep) is set back to RUNNING so that
     `finish_parent` summarises the new children too. A recorded parent that no longer exists, is
     deleted, or belongs to another experiment or store is replaced, with a warning.
     """
@@ -105,8 +174,10 @@ def get_or_create_parent(
                 experiment_id,
                 client.tracking_uri,
             )
-        all_tags = {"sweep.dir": str(sweep_dir), **{str(k): str(v) for k, v in tags.items()}}
-        run = client.create_run(str(experiment_id), run_name=run_name, tags=all_tags)
+        run_name, tags, params = parent_identity(sweep_dir, read_description(sweep_dir))
+        run = client.create_run(str(experiment_id), run_name=run_name, tags=tags)
+        if params:
+            client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()], synchronous=True)
         _write_state(
             sweep_dir,
             {
@@ -134,34 +205,40 @@ def _children(client: MlflowClient, experiment_id: str, parent_run_id: str) -> l
             return runs
 
 
-def _count(children: list[Run]) -> dict[str, int]:
+def _count(children: list[Run]) -> tuple[dict[str, int], list[Run]]:
     """Count outcomes per configuration: a config retried after a failure counts once, by its best attempt.
 
     Runs tagged with the same `config_hash` are one configuration (FINISHED if any attempt finished,
-    else the newest attempt's status); untagged runs count individually.
+    else the newest attempt's status); untagged runs count individually. `rejected` counts the failed
+    configurations whose attempt was refused for bad input; those runs are returned too.
     """
     by_config: dict[str, list[Run]] = {}
     for i, run in enumerate(children):
         by_config.setdefault(run.data.tags.get("config_hash") or f"#untagged-{i}", []).append(run)
-    counts = {"finished": 0, "failed": 0, "killed": 0, "running": 0}
+    counts = {"finished": 0, "failed": 0, "rejected": 0, "killed": 0, "running": 0}
+    rejected: list[Run] = []
     for attempts in by_config.values():
-        statuses = {r.info.status for r in attempts}
-        if "FINISHED" in statuses:
-            status = "FINISHED"
-        else:
-            status = max(attempts, key=lambda r: r.info.start_time or 0).info.status
-        key = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed"}.get(status, "running")
+        if any(r.info.status == "FINISHED" for r in attempts):
+            counts["finished"] += 1
+            continue
+        latest = max(attempts, key=lambda r: r.info.start_time or 0)
+        key = {"FAILED": "failed", "KILLED": "killed"}.get(latest.info.status, "running")
         counts[key] += 1
-    return counts
+        if key == "failed" and latest.data.tags.get(REJECTED_TAG) == "true":
+            counts["rejected"] += 1
+            rejected.append(latest)
+    return counts, sorted(rejected, key=lambda r: int(r.data.tags.get("hydra.job_num", "0") or 0))
 
 
-def finish_parent(client: MlflowClient, sweep_dir: str | Path, status: str | None = None) -> dict[str, Any] | None:
+def finish_parent(client: MlflowClient, sweep_dir: str | Path, status: str | None = None,
+                  description: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     """Summarise the children on the parent and terminate it: FINISHED only if every configuration finished.
 
     `status` (KILLED for an interrupted sweep) replaces the status the children's outcomes would give.
-
-    Returns {"parent_run_id", "finished", "failed", "killed", "running", "status"}, or None when no job
-    created a parent. Idempotent: an already terminated parent is counted but not changed.
+    `description` (the launching process's, see `describe`) names and tags a parent whose jobs could not read it.
+    Returns {"parent_run_id", "finished", "failed", "rejected", "killed", "running", "status", "n_jobs",
+    "rejections": [(job overrides, reason), ...]}, or None when no job created a parent. Idempotent: an
+    already terminated parent is counted but not changed.
     """
     sweep_dir = Path(sweep_dir).absolute()
     with _locked(sweep_dir):
@@ -170,17 +247,29 @@ def finish_parent(client: MlflowClient, sweep_dir: str | Path, status: str | Non
             return None
         parent_id = state["parent_run_id"]
         parent = client.get_run(parent_id)
-        counts = _count(_children(client, parent.info.experiment_id, parent_id))
+        counts, rejected = _count(_children(client, parent.info.experiment_id, parent_id))
         forced, status = status, parent.info.status
         if status == "RUNNING" and parent.info.lifecycle_stage == "active":  # a deleted run cannot be updated
-            n_configs = sum(counts.values())
+            n_configs = counts["finished"] + counts["failed"] + counts["killed"] + counts["running"]
             status = forced or ("FINISHED" if n_configs and counts["finished"] == n_configs else "FAILED")
             now = int(time.time() * 1000)
+            tags = [RunTag(f"sweep.n_{k}", str(v)) for k, v in counts.items()]
+            params: list[Param] = []
+            if description and "hydra.overrides" not in parent.data.tags:
+                name, more_tags, more_params = parent_identity(sweep_dir, description)
+                client.update_run(parent_id, name=name)
+                tags += [RunTag(k, v) for k, v in more_tags.items()]
+                params = [Param(k, v) for k, v in more_params.items() if k not in parent.data.params]
             client.log_batch(
                 parent_id,
                 metrics=[Metric(f"sweep.n_{k}", float(v), now, 0) for k, v in counts.items()],
-                tags=[RunTag(f"sweep.n_{k}", str(v)) for k, v in counts.items()],
+                params=params,
+                tags=tags,
                 synchronous=True,
             )
             client.set_terminated(parent_id, status)
-        return {"parent_run_id": parent_id, **counts, "status": status}
+        n_jobs = (description or {}).get("n_jobs") or parent.data.tags.get("sweep.n_jobs")
+        rejections = [(r.data.tags.get("hydra.overrides", r.info.run_name or r.info.run_id),
+                       r.data.tags.get("error", "")) for r in rejected]
+        return {"parent_run_id": parent_id, **counts, "status": status, "rejections": rejections,
+                "n_jobs": int(n_jobs) if n_jobs else None}
