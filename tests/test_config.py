@@ -8,7 +8,16 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from descentlab.config import ConfigError, config_hash, register_schemas, run_name, run_params, validate
+from descentlab.config import (
+    ConfigError,
+    check_known_keys,
+    config_hash,
+    mlp_name,
+    register_schemas,
+    run_name,
+    run_params,
+    validate,
+)
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 register_schemas()
@@ -112,3 +121,58 @@ def test_bad_values_fail_with_one_line(override: str, message: str) -> None:
         validate(make(*override.split()))
     text = str(info.value)
     assert message in text and "\n" not in text
+
+
+@pytest.mark.parametrize(("sizes", "name"), [([100, 100, 100, 100], "mlp_5x100"), ([50], "mlp_2x50"),
+                                             ([200, 100], "mlp_3x200-100"), ([], "linear")])
+def test_a_model_is_named_by_its_hidden_sizes(sizes: list[int], name: str) -> None:
+    assert mlp_name(sizes) == name
+    cfg = make("model=mlp_5x100", f"model.hidden_sizes=[{','.join(map(str, sizes))}]", "optimizer=adam")
+    validate(cfg)
+    # The run, its model.name param and everything grouped by them say what actually ran.
+    assert cfg.model.name == name and run_params(cfg)["model.name"] == name
+    assert run_name(cfg) == f"adam-{name}-mnist_5k-s0"
+
+
+def test_a_model_name_that_contradicts_its_sizes_is_rejected_and_a_label_of_ones_own_is_kept() -> None:
+    with pytest.raises(ConfigError, match=r"model.name='mlp_5x100' names another architecture than "
+                                          r"model.hidden_sizes=\[\] \('linear'\)"):
+        validate(make("model.name=mlp_5x100", "model.hidden_sizes=[]"))
+    cfg = make("model.name=wide", "model.hidden_sizes=[400]")
+    validate(cfg)
+    assert run_name(cfg) == "sgd-wide-mnist_5k-s0"
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (("+foo=1",), "unknown key 'foo' (added with + or ++): not in 'Config', whose keys are optimizer, model"),
+    (("++model.extra=3",), "unknown key 'model.extra' (added with + or ++): not in 'ModelConf'"),
+    (("optimizer=adam", "+optimizer.beta3=0.9"), "unknown key 'optimizer.beta3' (added with + or ++): not in "
+                                                 "'AdamConf', whose keys are name, lr, beta1, beta2, eps"),
+    (("+training.epochs=3",), "unknown key 'training.epochs'"),
+    (("optimizer=adam", "optimizer.name=sgd"), "optimizer.name='sgd' does not match the optimizer settings in use "
+                                               "('adam', with keys lr, beta1, beta2, eps); choose it with "
+                                               "optimizer=sgd instead"),
+    (("task.name=function2d",), "choose it with task=function2d instead"),
+])
+def test_keys_and_names_the_schema_does_not_know_are_rejected(overrides: tuple[str, ...], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        validate(make(*overrides))
+    assert message in str(caught.value)
+
+
+def test_free_keys_stay_free_and_hydras_own_config_is_not_checked() -> None:
+    cfg = make("experiment=fig6_8", "+task.lr_by_optimizer.mine=0.5", "optimizer=sgd")
+    validate(cfg)  # lr_by_optimizer is a dict of the user's names
+    check_known_keys(make())
+
+
+def test_help_lists_only_the_groups_a_user_chooses_from() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(CONF.parent / "train.py"), "--help"], capture_output=True, text=True,
+                         timeout=60, cwd=CONF.parent).stdout
+    groups = out.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    listed = {line.split(":")[0] for line in groups.splitlines() if ": " in line}
+    assert listed == {"dataset", "experiment", "model", "optimizer", "task", "tracking"}
+    assert "schema" not in out and "hydra/launcher=...: basic (the default" in out

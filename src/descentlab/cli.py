@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from descentlab import startup
-from descentlab.errors import input_errors, one_line
+from descentlab.errors import LaunchRefused, input_errors, one_line
 
 # A full disk (or a file-size limit) mid-run: the run is already marked FAILED by its tracker; say so in one line.
 STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -46,12 +46,13 @@ def guarded_main(main: Callable[[], object], entry_file: str) -> None:
     except SystemExit:
         close_open_sweep()
         raise
-    except BaseException as exc:
+    except BaseException as raised:
         if interrupts.received() is not None:  # e.g. a pool reporting a worker that the signal stopped
-            _interrupted(exc)
+            _interrupted(raised)
+        exc = raised.error if isinstance(raised, LaunchRefused) else raised
         summary = close_open_sweep()
         if full_error or not (isinstance(exc, input_errors()) or _storage_error(exc)):
-            raise
+            raise exc from None if exc is not raised else raised
         if summary and summary.get("rejections") and not _storage_error(exc):
             sys.exit(2)  # the closing `sweep:` line named every rejected job and why
         if _storage_error(exc):

@@ -7,9 +7,11 @@ Optimizer schemas are generated from `descentlab.optim`, so defaults have one so
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field, make_dataclass
 from typing import Any
 
@@ -121,17 +123,35 @@ def optimizer_schema(name: str) -> type:
 
 
 def register_schemas() -> None:
-    """Put the schemas in Hydra's ConfigStore (group `schema/...`), where the YAML files extend them."""
+    """Put the schemas in Hydra's ConfigStore, where the YAML files extend them (`/schema_model_mlp@_here_`).
+
+    They are stored outside any config group, so `--help` and Hydra's "available options" list only the groups a
+    user picks from. Also registers the `mlp_name` resolver the model presets name themselves with.
+    """
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
-    cs.store(group="schema/model", name="mlp", node=ModelConf)
-    cs.store(group="schema/dataset", name="dataset", node=DatasetConf)
-    cs.store(group="schema/task", name="classify", node=ClassifyTaskConf)
-    cs.store(group="schema/task", name="function2d", node=Function2dTaskConf)
+    cs.store(name="schema_model_mlp", node=ModelConf)
+    cs.store(name="schema_dataset_dataset", node=DatasetConf)
+    cs.store(name="schema_task_classify", node=ClassifyTaskConf)
+    cs.store(name="schema_task_function2d", node=Function2dTaskConf)
     for name in OPTIMIZERS:
-        cs.store(group="schema/optimizer", name=name, node=optimizer_schema(name))
+        cs.store(name=f"schema_optimizer_{name}", node=optimizer_schema(name))
+    OmegaConf.register_new_resolver("mlp_name", lambda sizes: mlp_name(list(sizes)), replace=True)
+
+
+def mlp_name(hidden_sizes: list[int]) -> str:
+    """The name of an MLP from its hidden sizes: `mlp_5x100` (5 affine layers, all hidden of width 100),
+    `mlp_3x200-100` (widths differ), `linear` (no hidden layer). Presets use it, so names never lie."""
+    if not hidden_sizes:
+        return "linear"
+    widths = [str(w) for w in hidden_sizes]
+    width = widths[0] if len(set(widths)) == 1 else "-".join(widths)
+    return f"mlp_{len(widths) + 1}x{width}"
+
+
+_DERIVED_NAME = re.compile(r"(mlp_\d+x[\d-]+|linear)")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -140,6 +160,9 @@ def validate(cfg: DictConfig) -> None:
     Store problems (unwritable folder, too little free space) raise TrackingUnavailableError.
     """
     check_targets(cfg)
+    check_known_keys(cfg)
+    for group in ("optimizer", "task"):
+        _check_preset_name(cfg, group)
     _check_optimizer(cfg.optimizer)
     _check_int("seed", cfg.seed, 0)
     if cfg.task.name not in TASKS:
@@ -191,6 +214,41 @@ def check_targets(cfg: DictConfig) -> None:
         where = f"{path}._target_" if path else "_target_"
         raise ConfigError(f"{where} is not allowed: descentlab instantiates no objects from the job config, "
                           f"got _target_={target!r}")
+
+
+def check_known_keys(cfg: DictConfig, path: str = "") -> None:
+    """Reject keys the schema does not know, however they were added (`+foo=1`, `++model.extra=3`).
+
+    Hydra refuses a misspelled `foo=1` against the typed schema, but `+`/`++` add keys to it; descentlab would
+    then log them as params and hash them into the config's identity while nothing reads them.
+    """
+    schema = OmegaConf.get_type(cfg)
+    if not dataclasses.is_dataclass(schema):
+        return  # a free dict (task.lr_by_optimizer) or a value
+    known = {f.name: f for f in dataclasses.fields(schema)}
+    for key in cfg:
+        dotted = f"{path}.{key}" if path else str(key)
+        if key == "hydra" and not path:
+            continue  # Hydra's own config, in the launching process
+        if key not in known:
+            raise ConfigError(f"unknown key {dotted!r} (added with + or ++): not in {schema.__name__!r}, whose keys "
+                              f"are {', '.join(known)}")
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig):
+            check_known_keys(node, dotted)
+
+
+def _check_preset_name(cfg: DictConfig, group: str) -> None:
+    """`optimizer.name` and `task.name` must name the option whose settings the group holds: `optimizer=adam
+    optimizer.name=sgd` would run SGD with Adam's keys, or fail inside it."""
+    node = cfg[group]
+    schema = OmegaConf.get_type(node)
+    fields = {f.name: f for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else {}
+    expected = fields["name"].default if "name" in fields else None
+    if isinstance(expected, str) and expected != MISSING and node.name != expected:
+        raise ConfigError(f"{group}.name={node.name!r} does not match the {group} settings in use ({expected!r}, "
+                          f"with keys {', '.join(k for k in fields if k != 'name') or 'none'}); choose it with "
+                          f"{group}={node.name} instead")
 
 
 def _targets(tree: object, path: str) -> list[tuple[str, object]]:
@@ -254,6 +312,10 @@ def _check_model(model: DictConfig) -> None:
     sizes = list(model.hidden_sizes)
     for i, size in enumerate(sizes):
         _check_int(f"model.hidden_sizes[{i}]", size, 1)
+    derived = mlp_name(sizes)
+    if _DERIVED_NAME.fullmatch(str(model.name)) and model.name != derived:
+        raise ConfigError(f"model.name={model.name!r} names another architecture than model.hidden_sizes={sizes} "
+                          f"({derived!r}); leave model.name to the preset, or give a name of your own")
     if model.activation not in ACTIVATIONS:
         raise ConfigError(f"model.activation must be one of {', '.join(ACTIVATIONS)}, got {model.activation!r}")
     try:

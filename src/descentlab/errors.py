@@ -32,3 +32,15 @@ def input_errors() -> tuple[type[BaseException], ...]:
 
     return (HydraException, OmegaConfBaseException, ConfigError, DatasetNotFoundError, IdxFormatError,
             TrackingUnavailableError)
+
+
+class LaunchRefused(BaseException):
+    """Bad input found in the launching process by a Hydra callback, before any job starts.
+
+    Hydra turns an `Exception` raised in a callback into a warning and launches the jobs anyway; this
+    `BaseException` gets through, and `cli.guarded_main` reports `error` like any bad input.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error

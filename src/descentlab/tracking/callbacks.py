@@ -73,10 +73,15 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from descentlab import interrupts
+        from descentlab.config import check_known_keys
+        from descentlab.errors import LaunchRefused, input_errors
 
         interrupts.watch_sweep(str(config.hydra.sweep.dir))  # a signal waits for the jobs announced there
         try:
+            check_known_keys(config)  # `+foo=1` fails here once, not in every job
             self._prepare(config)
+        except input_errors() as exc:
+            raise LaunchRefused(exc) from exc  # Hydra would only warn about an Exception and start the jobs
         finally:
             if OmegaConf.select(config, "hydra.launcher._target_") != BASIC_LAUNCHER:
                 startup.resume()  # the jobs run elsewhere: this process's start-up is over
@@ -85,11 +90,13 @@ class SweepCallback(Callback):
         global _open_sweep
         if not config.tracking.enabled:
             return
+        from descentlab.config import check_store
         from descentlab.tracking.store import needs_schema_creation, prepare_store, resolve_tracking_uri
         from descentlab.tracking.sweep import write_description
 
+        check_store(config.tracking)  # a malformed URI, a folder that is not writable or full: before any job
         uri = resolve_tracking_uri(config.tracking.uri, config.tracking.store_dir)
-        prepare_store(uri)  # bad URIs and absent servers fail here, before any job
+        prepare_store(uri)  # absent servers fail here, before any job
         if needs_schema_creation(uri):  # no template, or a database server: MLflow's migrations run once, here
             store_for(config)
         sweep_dir = Path(str(config.hydra.sweep.dir))
