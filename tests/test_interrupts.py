@@ -150,3 +150,15 @@ def test_run_child_passes_signals_on_and_returns_the_childs_code(tmp_path: Path)
     previous = signal.getsignal(signal.SIGTERM)
     assert interrupts.run_child([sys.executable, "-c", code]) == 143
     assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_a_launcher_finishes_closing_the_sweep_before_it_stops_and_ignores_signals_on_its_way_out() -> None:
+    interrupts.install("launcher")
+    closed = []
+    with pytest.raises(JobInterrupted), interrupts.deferred():  # closing the sweep's parent run
+        send(signal.SIGINT)
+        closed.append("parent closed")
+    assert closed == ["parent closed"]
+    interrupts.exiting()
+    send(signal.SIGINT)  # the second: ignored on the way out (a third would exit at once)
+    assert interrupts.exit_code() == 130

@@ -44,11 +44,13 @@ def guarded_main(main: Callable[[], object], entry_file: str) -> None:
     except KeyboardInterrupt as exc:
         _interrupted(exc)
     except SystemExit:
+        interrupts.exiting()
         close_open_sweep()
         raise
     except BaseException as raised:
         if interrupts.received() is not None:  # e.g. a pool reporting a worker that the signal stopped
             _interrupted(raised)
+        interrupts.exiting()
         exc = raised.error if isinstance(raised, LaunchRefused) else raised
         summary = close_open_sweep()
         if full_error or not (isinstance(exc, input_errors()) or _storage_error(exc)):
@@ -71,6 +73,7 @@ def _interrupted(exc: BaseException) -> None:
     from descentlab.tracking.callbacks import close_open_sweep
 
     code = interrupts.exit_code(exc)
+    interrupts.exiting()
     try:
         close_open_sweep(status="KILLED")
     finally:

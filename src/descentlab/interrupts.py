@@ -39,6 +39,7 @@ __all__ = [
     "JobInterrupted",
     "deferred",
     "exit_code",
+    "exiting",
     "install",
     "job",
     "received",
@@ -78,6 +79,7 @@ class _State:
     deferred: int = 0  # depth of `deferred()` blocks
     pending: int | None = None  # a signal held by `deferred()`
     waiting: bool = False  # a launcher waiting for its jobs
+    exiting: bool = False  # see `exiting()`
     sweep_dirs: list[Path] = field(default_factory=list)
 
 
@@ -137,7 +139,8 @@ def job(sweep_dir: str | os.PathLike[str] | None = None) -> Iterator[None]:
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
-    """Hold a job's interruption until the block ends: what starts in it (a run's creation, its record) completes."""
+    """Hold an interruption until the block ends: what starts in it (a run's creation, its record, the closing of
+    a sweep's parent) completes."""
     _state.deferred += 1
     try:
         yield
@@ -156,12 +159,12 @@ def _handle(signum: int, frame: object) -> None:
     _state.count += 1
     if _state.role == "launcher" and _state.count >= 3:
         os._exit(128 + signum)
+    if _state.exiting or (_state.in_job and _state.raised_in_job):
+        return  # on the way out already, or the job is writing its run's record
+    if _state.deferred:
+        _state.pending = _state.pending or signum
+        return
     if _state.in_job:
-        if _state.raised_in_job:
-            return  # the job is writing its run's record
-        if _state.deferred:
-            _state.pending = _state.pending or signum
-            return
         _state.raised_in_job = True
         raise JobInterrupted(signum)
     if _state.role != "launcher":
@@ -170,11 +173,15 @@ def _handle(signum: int, frame: object) -> None:
         _state.waiting = False
         print("interrupted again: not waiting for the running jobs", file=sys.stderr, flush=True)
         raise JobInterrupted(signum)
-    if _state.count > 1:
-        return  # already unwinding: closing the sweep
     _forward(signum)
     _wait_for_jobs(GRACE_S)
     raise JobInterrupted(signum)
+
+
+def exiting() -> None:
+    """This process is on its way out (closing the sweep, exiting): later signals are not raised (a launcher's
+    third one still exits at once)."""
+    _state.exiting = True
 
 
 # -- the launcher's side ------------------------------------------------------------------------------

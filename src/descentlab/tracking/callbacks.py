@@ -197,7 +197,16 @@ def close_open_sweep(joblib_kwargs: dict[str, Any] | None = None, status: str | 
     global _open_sweep
     if _open_sweep is None:
         return None
-    uri, sweep_dir, description = _open_sweep
+    from descentlab import interrupts
+
+    with interrupts.deferred():  # a Ctrl-C now waits until the parent is closed, then stops the command
+        return _close(_open_sweep, joblib_kwargs, status)
+
+
+def _close(sweep: tuple[str, Path, dict[str, Any]], joblib_kwargs: dict[str, Any] | None,
+           status: str | None) -> dict[str, Any] | None:
+    global _open_sweep
+    uri, sweep_dir, description = sweep
     _open_sweep = None
     if joblib_kwargs is not None and "mlflow" not in sys.modules:
         try:
