@@ -9,7 +9,7 @@ processes at once crashes in MLflow's schema set-up, so the store must exist bef
 (`prepare_store` copies a cached empty-schema template in milliseconds; without one, `open_store` runs
 MLflow's ~1.2 s of migrations, once, in the launching process); an experiment created without
 `artifact_location` stores its artifacts under the creator's cwd; MLflow retries an absent server for
-minutes.
+minutes; the experiment tags MLflow's UI reads are described in `tracking.ui`.
 """
 
 from __future__ import annotations
@@ -397,19 +397,37 @@ def _location_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "experiment"
 
 
+def _add_ui_tags(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> None:
+    """Give an experiment created by an earlier version the UI tags it lacks; a failure only warns.
+
+    Why here: the lookup that every job makes already returns the experiment's tags, so an experiment
+    with its tags costs no call, and one without them is tagged once, by its next job.
+    """
+    for key, value in tags.items():
+        try:
+            client.set_experiment_tag(experiment_id, key, value)
+        except Exception as exc:  # a cosmetic tag (e.g. no permission to edit the experiment) never fails a run
+            _log.warning("could not tag experiment %s with %s: %s", experiment_id, key, exc)
+            return
+
+
 def get_or_create_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
     """The id of experiment `name`, created (race-safe) with artifacts under `artifact_root/<name>`.
 
     A soft-deleted experiment of that name is restored (with a warning): the name is taken until
-    `mlflow gc` purges it, and reusing it is what a re-run asks for.
+    `mlflow gc` purges it, and reusing it is what a re-run asks for. New experiments get the tags that
+    mark them model training for MLflow's UI and add a runs-table view (`tracking.ui`); existing ones get
+    those they lack.
     """
     from mlflow.exceptions import MlflowException
+
+    from descentlab.tracking import ui
 
     exp = client.get_experiment_by_name(name)
     if exp is None:
         location = f"{artifact_root.rstrip('/')}/{_location_name(name)}" if artifact_root else None
         try:
-            return client.create_experiment(name, artifact_location=location)
+            return client.create_experiment(name, artifact_location=location, tags=ui.experiment_tags())
         except MlflowException:
             exp = client.get_experiment_by_name(name)  # another process created it first
             if exp is None:
@@ -428,4 +446,7 @@ def get_or_create_experiment(client: MlflowClient, name: str, artifact_root: str
             exp.artifact_location,
             artifact_root,
         )
+    missing = ui.missing_tags(exp.tags or {})
+    if missing:
+        _add_ui_tags(client, exp.experiment_id, missing)
     return exp.experiment_id
