@@ -143,6 +143,34 @@ def test_a_signal_to_the_launching_process_alone_reaches_the_workers(store, sign
 
 
 @pytest.mark.slow
+def test_another_launcher_gets_the_same_guarantee_without_code_of_its_own(store) -> None:
+    """hydra-submitit-launcher's local executor: jobs in processes of its own controller, which descentlab knows
+    nothing of. SIGTERM to the launching process, as a scheduler sends it."""
+    iterations = 20000
+    args = [sys.executable, str(REPO / "train.py"), "-m", "hydra/launcher=submitit_local", "optimizer=sgd,adam",
+            f"training.iterations={iterations}", "training.eval_every=250", "tracking.flush_seconds=1",
+            f"hydra.sweep.dir={store.root}/m"]
+    log = store.root / "err.log"
+    proc = start(store, args, log)
+    # submitit writes each job's output to its own folder: wait for both runs to be training, through the store.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        client = store.client()
+        running = [r for r in store.runs() if r.info.status == "RUNNING" and "config_hash" in r.data.tags]
+        if len(running) == 2 and all(len(client.get_metric_history(r.info.run_id, "test/acc")) >= 1
+                                     for r in running):
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(log.read_text(errors="replace")[-3000:])
+    code, family = stop(proc, signal.SIGTERM, group=False)
+    stderr = log.read_text(errors="replace")
+    assert code == 143, stderr[-3000:]
+    assert_none_left(family)
+    check_interrupted(store, {r.info.run_name for r in running}, signal.SIGTERM, iterations)
+
+
+@pytest.mark.slow
 def test_sigterm_on_the_basic_launcher_kills_the_running_job_and_starts_no_other(store) -> None:
     iterations = 200000
     args = [sys.executable, str(REPO / "train.py"), "-m", "optimizer=adam,sgd", f"training.iterations={iterations}",

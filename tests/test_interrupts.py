@@ -110,6 +110,9 @@ def test_a_launcher_passes_the_signal_on_and_waits_for_its_running_jobs(tmp_path
         assert caught.value.signum == signal.SIGTERM
         assert child.wait(timeout=5) == 7  # it got the signal and finished its own way ...
         assert waited >= 0.4 and not marker.exists()  # ... while the launcher waited for it
+        # No other job of the sweep starts, in any process that reads the folder.
+        stop = json.loads((tmp_path / "sweep" / interrupts.JOBS_DIR / "stop").read_text())
+        assert stop["signal"] == signal.SIGTERM
     finally:
         child.kill()
         child.wait()
@@ -162,3 +165,16 @@ def test_a_launcher_finishes_closing_the_sweep_before_it_stops_and_ignores_signa
     interrupts.exiting()
     send(signal.SIGINT)  # the second: ignored on the way out (a third would exit at once)
     assert interrupts.exit_code() == 130
+
+
+def test_a_stopped_sweep_starts_no_job_until_it_is_launched_again(tmp_path: Path) -> None:
+    interrupts.install("job")
+    folder = tmp_path / interrupts.JOBS_DIR
+    folder.mkdir()
+    (folder / "stop").write_text(json.dumps({"signal": int(signal.SIGTERM)}))
+    with pytest.raises(JobInterrupted) as caught, interrupts.job(tmp_path):
+        pass
+    assert caught.value.signum == signal.SIGTERM and interrupts.received() is None  # this process got no signal
+    interrupts.watch_sweep(tmp_path)  # the same folder launched again
+    with interrupts.job(tmp_path):
+        pass

@@ -9,14 +9,16 @@ as soon as the launching process raises KeyboardInterrupt — before they could 
   which holds it until the block ends (creating a run, writing a run's record). Later signals during the same job
   are ignored: its record is being written. Between jobs (a pool worker waiting for work) a signal is remembered
   and the next job refuses to start.
-- The launching process (`install("launcher")`, from `train.py`) passes the first signal on to its child processes
-  and to the jobs that announced themselves in the sweep folder (`job(sweep_dir)` writes `.jobs/<host>-<pid>.json`
-  while a job runs), waits up to `GRACE_S` for the announced jobs on this host to end, then raises
-  `JobInterrupted`. A second signal stops the wait at once; a third exits at once (runs left RUNNING are marked
-  FAILED by the next launch, see `tracking.repair`).
+- The launching process (`install("launcher")`, from `train.py`) stops the sweep on the first signal: it writes
+  `.jobs/stop` in the sweep folder, which every job checks before it starts, passes the signal on to the jobs
+  that announced themselves there (`job(sweep_dir)` writes `.jobs/running/<host>-<pid>.json` while a job runs),
+  waits up to `GRACE_S` for those on this host to end, then raises `JobInterrupted`. A second signal stops the
+  wait at once; a third exits at once (runs left RUNNING are marked FAILED by the next launch, see
+  `tracking.repair`).
 
-Nothing here names a launcher: any launcher whose jobs run `app.run` in child processes (joblib, submitit's local
-executor) or on other hosts (SLURM and Ray deliver their own signals to the job) gets the same guarantee.
+Nothing here names a launcher: any launcher whose jobs run `app.run` in other processes (joblib, submitit's local
+executor) gets the same guarantee; on other hosts (SLURM, Ray) the scheduler delivers its own signal to a job,
+and the stop file (on a shared folder) keeps new jobs from starting.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 GRACE_S = 60.0  # how long a launcher waits for its running jobs to record their runs
 POLL_S = 0.05
 JOBS_DIR = ".jobs"
+STOP_FILE = "stop"
 
 
 class JobInterrupted(KeyboardInterrupt):
@@ -112,8 +115,11 @@ def exit_code(exc: BaseException | None = None, default: int = 130) -> int:
 
 
 def watch_sweep(sweep_dir: str | os.PathLike[str]) -> None:
-    """A launcher's sweep folder: on a signal it waits for the jobs announced there."""
+    """A launcher's sweep folder: on a signal it stops the sweep's jobs there. A stop left by an earlier,
+    interrupted launch into the same folder is cleared."""
     path = Path(sweep_dir).absolute()
+    with contextlib.suppress(FileNotFoundError):
+        (path / JOBS_DIR / STOP_FILE).unlink()
     if path not in _state.sweep_dirs:
         _state.sweep_dirs.append(path)
 
@@ -126,6 +132,9 @@ def job(sweep_dir: str | os.PathLike[str] | None = None) -> Iterator[None]:
     """
     if _state.received is not None:
         raise JobInterrupted(_state.received)
+    stopped = _stopped(Path(sweep_dir)) if sweep_dir else None
+    if stopped is not None:  # the launcher was interrupted: no new job, in this process or any other
+        raise JobInterrupted(stopped)
     marker = _announce(Path(sweep_dir)) if sweep_dir else None
     _state.in_job, _state.raised_in_job, _state.pending = True, False, None
     try:
@@ -223,12 +232,31 @@ def _alive(psutil: object, pid: int) -> bool:
         return False
 
 
-def _forward(signum: int) -> None:
-    """Pass the signal to every descendant process and every announced job on this host."""
-    import psutil
+def _stopped(sweep_dir: Path) -> int | None:
+    """The signal that stopped the sweep in `sweep_dir` (its launcher wrote `.jobs/stop`), or None."""
+    try:
+        entry = json.loads((sweep_dir / JOBS_DIR / STOP_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return signal.SIGINT  # being written: a stop all the same
+    signum = entry.get("signal") if isinstance(entry, dict) else None
+    return signum if signum in SIGNALS else signal.SIGINT
 
-    targets = {p.pid for p in psutil.Process().children(recursive=True)} | set(_announced_here())
-    for pid in targets:
+
+def _forward(signum: int) -> None:
+    """Stop the sweep: no worker starts another job (`.jobs/stop`, which every job checks before it starts), and
+    the running jobs announced on this host get the signal.
+
+    Only those: other processes of the command (a pool's idle workers, submitit's local controller) either got it
+    from the terminal already or must not get it twice (submitit's controller kills its tasks 1 s after a SIGINT).
+    """
+    for folder in _state.sweep_dirs:
+        with contextlib.suppress(OSError):
+            (folder / JOBS_DIR).mkdir(parents=True, exist_ok=True)
+            (folder / JOBS_DIR / STOP_FILE).write_text(json.dumps({"signal": int(signum), "pid": os.getpid(),
+                                                                   "host": socket.gethostname()}), encoding="utf-8")
+    for pid in _announced_here():
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signum)
 
