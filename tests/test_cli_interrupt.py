@@ -55,6 +55,17 @@ def stop(proc: subprocess.Popen, signum: int, group: bool) -> tuple[int, list[ps
             proc.wait()
 
 
+def interrupt(store, args: list[str], signum: int, *, group: bool, jobs: int, step: int) -> tuple[int, str, set[str]]:
+    """Start the command, wait until `jobs` runs are past `step`, send the signal: (exit code, stderr, the runs
+    that were training). No process the command started may outlive it."""
+    log = store.root / "err.log"
+    proc = start(store, args, log)
+    started = wait_for_training(proc, log, jobs=jobs, step=step)
+    code, family = stop(proc, signum, group=group)
+    assert_none_left(family)
+    return code, log.read_text(errors="replace"), started
+
+
 def assert_none_left(family: list[psutil.Process]) -> None:
     """No process the command started is alive (workers are killed, helpers end with their parent)."""
     _, alive = psutil.wait_procs(family, timeout=10)
@@ -102,15 +113,10 @@ def test_ctrl_c_on_a_parallel_sweep_keeps_every_point_and_a_rerun_redoes_exactly
     iterations = 3000
     sweep = ["-m", "hydra/launcher=parallel", f"optimizer={','.join(OPTIMIZERS)}", f"training.iterations={iterations}",
              "training.eval_every=250"]
-    log = store.root / "first.log"
-    proc = start(store, [sys.executable, str(REPO / "train.py"), *sweep, f"hydra.sweep.dir={store.root}/m1"], log)
-    started = wait_for_training(proc, log, jobs=2, step=250)
-    code, family = stop(proc, signal.SIGINT, group=True)
-    stderr = log.read_text(errors="replace")
+    args = [sys.executable, str(REPO / "train.py"), *sweep, f"hydra.sweep.dir={store.root}/m1"]
+    code, stderr, started = interrupt(store, args, signal.SIGINT, group=True, jobs=2, step=250)
     assert code == 130, stderr[-3000:]
-    assert len(family) >= 2  # the pool's workers
     assert "interrupted (SIGINT)" in stderr and "Traceback" not in stderr
-    assert_none_left(family)
     children = check_interrupted(store, started, signal.SIGINT, iterations)
     finished_first = {r.data.tags["config_hash"] for r in children if r.info.status == "FINISHED"}
 
@@ -130,14 +136,9 @@ def test_a_signal_to_the_launching_process_alone_reaches_the_workers(store, sign
     iterations = 20000
     args = [sys.executable, str(REPO / "train.py"), "-m", "hydra/launcher=parallel", "optimizer=sgd,adam,adagrad",
             f"training.iterations={iterations}", "training.eval_every=250", f"hydra.sweep.dir={store.root}/m"]
-    log = store.root / "err.log"
-    proc = start(store, args, log)
-    started = wait_for_training(proc, log, jobs=2, step=250)
-    code, family = stop(proc, signum, group=False)
-    stderr = log.read_text(errors="replace")
+    code, stderr, started = interrupt(store, args, signum, group=False, jobs=2, step=250)  # loky's workers end too
     assert code == 128 + signum, stderr[-3000:]
     assert f"interrupted ({signal.Signals(signum).name})" in stderr
-    assert_none_left(family)  # loky's workers did not outlive the launching process
     children = check_interrupted(store, started, signum, iterations)
     assert len(children) == 2  # the third job never started
 
@@ -176,13 +177,9 @@ def test_sigterm_on_the_basic_launcher_kills_the_running_job_and_starts_no_other
     args = [sys.executable, str(REPO / "train.py"), "-m", "optimizer=adam,sgd", f"training.iterations={iterations}",
             "training.eval_every=500", "tracking.flush_every=10000000", "tracking.flush_seconds=1000000",
             f"hydra.sweep.dir={store.root}/m"]
-    log = store.root / "err.log"
-    proc = start(store, args, log)
     # flush_every and flush_seconds exceed the run: every point found in the store was flushed on the way out.
-    started = wait_for_training(proc, log, jobs=1, step=1000)
-    code, family = stop(proc, signal.SIGTERM, group=False)
-    assert code == 143, log.read_text(errors="replace")[-3000:]
-    assert_none_left(family)
+    code, stderr, started = interrupt(store, args, signal.SIGTERM, group=False, jobs=1, step=1000)
+    assert code == 143, stderr[-3000:]
     children = check_interrupted(store, started, signal.SIGTERM, iterations)
     assert [r.data.params["optimizer.name"] for r in children] == ["adam"]
 
@@ -193,14 +190,9 @@ def test_reproduce_passes_the_signal_on_and_exits_as_the_sweep_did(store, signum
     iterations = 100000
     args = [sys.executable, str(REPO / "scripts" / "reproduce.py"), "fig6_9", "--seeds", "1", "--iterations",
             str(iterations), "--out", str(store.root / "reports"), "--sweep-dir", str(store.root / "multirun")]
-    log = store.root / "err.log"
-    proc = start(store, args, log)
-    started = wait_for_training(proc, log, jobs=2, step=250)
-    code, family = stop(proc, signum, group=group)
-    stderr = log.read_text(errors="replace")
+    code, stderr, started = interrupt(store, args, signum, group=group, jobs=2, step=250)
     assert code == 128 + signum, stderr[-3000:]
     assert "run the same command to finish it" in stderr
-    assert_none_left(family)
     runs = store.runs("fig6_9")
     assert runs and not [r for r in runs if r.info.status == "RUNNING"]
     killed = [r for r in runs if r.info.status == "KILLED" and "config_hash" in r.data.tags]
