@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +23,12 @@ import pytest
 from scipy import stats as sps
 
 from descentlab.analysis.groups import NOT_LOGGED, canonical, group_runs, identity_columns, iter_groups
-from descentlab.analysis.runs import AnalysisError, load_runs
+from descentlab.analysis.runs import AnalysisError, load_history, load_runs
+from descentlab.analysis.smoothing import smooth_kaiser
 from descentlab.analysis.stats import aggregate, compare_to_baseline
 from descentlab.identity import NON_SEMANTIC_KEYS, SEED_KEY, is_semantic
 
+REPO = Path(__file__).resolve().parent.parent
 EXPERIMENT = "optimizer-comparison"
 T0 = 1_767_261_600_000
 HIDDEN = "[100, 100, 100, 100]"
@@ -265,3 +270,89 @@ def test_baseline_comparison_is_within_one_context(runs: pd.DataFrame) -> None:
     assert cmp.attrs["grouping"].pooled == {}
     pooled = compare_to_baseline(runs, "sgd", "final/train_loss", by=())  # asked to pool: it says what
     assert pooled.attrs["grouping"].pooled_text().startswith("pooled over model.hidden_sizes")
+
+
+# -- the analyze.py report ---------------------------------------------------------------------------------
+def analyze(store: Store, out: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update({"MLFLOW_TRACKING_URI": store.uri, "MLFLOW_DISABLE_TELEMETRY": "true", "COLUMNS": "160"})
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "analyze.py"), EXPERIMENT, "--out", str(out),
+                           "--no-log", *args], cwd=store.root, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def report(store: Store) -> tuple[Path, str]:
+    out = store.root / "report"
+    result = analyze(store, out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result.stdout
+
+
+def test_report_rows_are_configurations(report: tuple[Path, str], runs: pd.DataFrame) -> None:
+    out, stdout = report
+    summary = pd.read_csv(out / "summary.csv")
+    loss = summary[summary["metric"] == "final/train_loss"]
+    key_columns = list(summary.columns[: list(summary.columns).index("metric")])
+    assert {"optimizer.name", "optimizer.lr", "training.iterations", "model.hidden_sizes"} <= set(key_columns)
+    assert len(loss) == 6
+    for _, row in loss.iterrows():
+        names = run_names(runs, row, key_columns)
+        assert len({identity(j) for j in JOBS if j.name in names}) == 1, names
+        finished = [final_loss(j) for j in JOBS if j.name in names and j.status == "FINISHED"]
+        assert row["runs"] == len(names) and row["n"] == len(finished)
+        assert row["mean"] == pytest.approx(np.mean(finished), rel=1e-9)
+    adam = loss[(loss["optimizer.name"] == "adam") & (loss["optimizer.lr"] == 0.001)
+                & (loss["training.iterations"] == 200) & (loss["model.hidden_sizes"] == HIDDEN)].iloc[0]
+    assert (adam["n"], adam["runs"], adam["diverged"]) == (3, 4, 1)
+    # the printed table: the varying keys as columns, single runs say so, nothing pooled
+    assert "optimizer.lr" in stdout and "training.iterations" in stdout
+    assert "(n=1, no interval)" in stdout and "pooled over" not in stdout
+    assert f"{len(JOBS)} runs in 6 configurations" in stdout
+    markdown = (out / "summary.md").read_text().splitlines()
+    header = next(line for line in markdown if line.startswith("| optimizer.name"))
+    assert [c.strip() for c in header.strip("|").split("|")][:5] == [
+        "optimizer.name", "optimizer.lr", "model.hidden_sizes", "training.iterations", "training.sampling"]
+    assert "- adam: optimizer.beta1=0.9, optimizer.beta2=0.999, optimizer.eps=1e-08" in markdown
+    assert any(line.startswith("- same in every row: ") and "model.name=mlp_5x100" in line for line in markdown)
+
+
+def test_report_curves_band_only_their_own_seeds(report: tuple[Path, str], runs: pd.DataFrame) -> None:
+    out, _ = report
+    curves = pd.read_csv(out / "loss_curves.csv")
+    assert (curves["lo"].dropna() > 0).all()  # the issue: a band over pooled configs went below zero
+    key_columns = list(curves.columns[: list(curves.columns).index("step")])
+    history = load_history(runs, metrics=["train/loss"])
+    finished = runs[runs["outcome"] == "finished"]
+    for _, rows in iter_groups(curves, key_columns):
+        row = rows.iloc[0]
+        members = finished.loc[matches(finished, row, key_columns), "run_id"]
+        names = set(runs.loc[runs["run_id"].isin(members), "run_name"])
+        assert len({identity(j) for j in JOBS if j.name in names}) == 1
+        values = np.array([smooth_kaiser(history.loc[history["run_id"] == r, "value"].to_numpy()) for r in members])
+        assert list(rows["n"].unique()) == [len(members)]
+        np.testing.assert_allclose(rows["mean"], values.mean(axis=0), rtol=1e-9)
+        if len(members) > 1:
+            half = sps.t.ppf(0.975, len(members) - 1) * values.std(axis=0, ddof=1) / np.sqrt(len(members))
+            np.testing.assert_allclose(rows["hi"], values.mean(axis=0) + half, rtol=1e-9)
+        else:
+            assert rows["lo"].isna().all()
+
+
+def test_by_optimizer_pools_and_says_so(store: Store) -> None:
+    out = store.root / "report-by"
+    result = analyze(store, out, "--by", "optimizer")
+    assert result.returncode == 0, result.stderr[-3000:]
+    pooled = ("pooled over model.hidden_sizes ([100, 100, 100, 100], []), optimizer.lr (0.001, 0.1), "
+              f"training.iterations (20, 200), training.sampling (replacement, {NOT_LOGGED})")
+    assert pooled in " ".join(result.stdout.split())  # the terminal may wrap the note
+    assert pooled in (out / "summary.md").read_text()
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary.columns[:2]) == ["optimizer.name", "metric"]
+    adam = summary[(summary["optimizer.name"] == "adam") & (summary["metric"] == "final/train_loss")]
+    assert adam["runs"].item() == 8
+
+
+def test_by_with_an_unknown_key_is_one_line(store: Store) -> None:
+    result = analyze(store, store.root / "report-bad", "--by", "optimizer.nme")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "did you mean optimizer.name" in result.stderr
