@@ -40,7 +40,8 @@ def complete_block(runs, problem: list[str], solver: list[str]):  # -> tuple[pd.
     """The runs a performance profile can compare fairly, and a note on what it leaves out.
 
     A solver that never ran on a problem would count as failing it, so the profile keeps the solvers that
-    ran on at least two problems and the problems all of them ran on (any outcome: a diverged run still fails).
+    ran on at least two problems and the problems all of them ran on (any outcome: a diverged run still fails);
+    with fewer than two such solvers there is nothing to compare (an empty frame).
     """
     from descentlab.analysis.groups import setting_keys
 
@@ -48,8 +49,10 @@ def complete_block(runs, problem: list[str], solver: list[str]):  # -> tuple[pd.
     pairs = runs.assign(_p=p, _s=s)[["_p", "_s"]].drop_duplicates()
     per_solver = pairs.groupby("_s")["_p"].nunique()
     chosen = set(per_solver[per_solver >= 2].index)
+    if len(chosen) < 2:
+        return runs.iloc[0:0], None
     per_problem = pairs[pairs["_s"].isin(chosen)].groupby("_p")["_s"].nunique()
-    kept = set(per_problem[per_problem == len(chosen)].index) if chosen else set()
+    kept = set(per_problem[per_problem == len(chosen)].index)
     left = [f"{n} {what}" for n, what in ((pairs["_p"].nunique() - len(kept), "problem(s)"),
                                           (len(per_solver) - len(chosen), "solver(s)")) if n]
     block = runs[p.isin(kept) & s.isin(chosen)]
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             per_line = runs.groupby([runs[c].astype(str) for c in others])[lr].nunique() if others else None
             if (per_line.max() if per_line is not None else runs[lr].nunique()) > 1:
                 fig = plots.lr_sensitivity(runs, metric="final/train_loss", hue=others or None, logy=args.logy)
-                plots.add_note(fig, pooled)
+                plots.add_note(fig, grouping.pooled_text(exclude=[lr]))  # lr is the x axis, not pooled
                 plots.save_figure(fig, out, "lr_sensitivity")
         problem, solver = stats.split_arms(shown) if OPTIMIZER in shown else (shown, [OPTIMIZER])
         if problem and OPTIMIZER in runs.columns and "final/train_loss" in runs.columns:

@@ -213,6 +213,8 @@ def test_coarser_grouping_says_what_it_pooled(runs: pd.DataFrame) -> None:
     assert grouping.pooled_text() == ("pooled over model.hidden_sizes ([100, 100, 100, 100], []), optimizer.lr "
                                       "(0.001, 0.1), training.iterations (20, 200), training.sampling "
                                       f"(replacement, {NOT_LOGGED})")
+    # a figure with the lr on its x axis does not pool over it
+    assert "optimizer.lr" not in grouping.pooled_text(exclude=["optimizer.lr"])
     # a --by key with one value is a column that splits and pools nothing
     same = group_runs(runs, ["optimizer.name", "model.name"])
     assert same.shown == ("optimizer.name", "model.name") and same.pooled == grouping.pooled
@@ -356,3 +358,27 @@ def test_by_with_an_unknown_key_is_one_line(store: Store) -> None:
     result = analyze(store, store.root / "report-bad", "--by", "optimizer.nme")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "did you mean optimizer.name" in result.stderr
+
+
+def test_performance_profile_compares_solvers_on_the_problems_they_all_ran() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("analyze_script", REPO / "scripts" / "analyze.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    frame = pd.DataFrame({"model.name": ["P1", "P1", "P2", "P2", "P3", "P3", "P1"],
+                          "optimizer.name": ["A", "B", "A", "B", "A", "C", "A"],
+                          "optimizer.lr": [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.01]})
+    block, note = script.complete_block(frame, ["model.name"], ["optimizer.name", "optimizer.lr"])
+    # A at lr 0.1 and B ran on P1 and P2; C (P3 only) and A at lr 0.01 (P1 only) would fail problems they never tried
+    assert sorted(block.index) == [0, 1, 2, 3]
+    assert note == "left out, not run on every problem: 1 problem(s), 2 solver(s)"
+    lonely, note = script.complete_block(frame[frame["optimizer.name"] != "B"], ["model.name"], ["optimizer.name"])
+    assert lonely.empty and note is None  # one solver on several problems: nothing to compare
+
+
+def test_report_has_no_profile_without_two_solvers_on_two_problems(report: tuple[Path, str]) -> None:
+    out, _ = report
+    # sgd ran on the default config and the old run's; adam (lr 0.001) on the default and two trials: one shared
+    assert not (out / "performance_profile.png").exists()
+    assert {"loss_curves.png", "final_train_loss.png", "lr_sensitivity.png"} <= {p.name for p in out.iterdir()}

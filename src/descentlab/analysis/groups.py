@@ -138,12 +138,13 @@ class Grouping:
     per_optimizer: dict[str, dict[str, Any]] = field(default_factory=dict)
     pooled: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
-    def pooled_text(self) -> str | None:
-        """"pooled over optimizer.lr (0.001, 0.1), training.iterations (20, 200)", or None if nothing was."""
-        if not self.pooled:
-            return None
-        parts = [f"{key} ({', '.join(value_text(v) for v in values)})" for key, values in self.pooled.items()]
-        return "pooled over " + ", ".join(parts)
+    def pooled_text(self, exclude: Sequence[str] = ()) -> str | None:
+        """"pooled over optimizer.lr (0.001, 0.1), training.iterations (20, 200)", or None if nothing was.
+
+        `exclude`: keys a figure shows on an axis (the lr of an lr-sensitivity plot), so not pooled there."""
+        parts = [f"{key} ({', '.join(value_text(v) for v in values)})" for key, values in self.pooled.items()
+                 if key not in exclude]
+        return "pooled over " + ", ".join(parts) if parts else None
 
     def notes(self) -> list[str]:
         """Lines for a report: what was pooled, what every row shares, what each optimizer fixes."""

@@ -597,7 +597,7 @@ def final_metric_points(
     ax.set_ylabel(axis_label(metric))
     ax.grid(True, axis="y", alpha=0.3)
     single = (data.groupby(["_x", "_hue"] if hue_var else ["_x"])[metric].count() < 2).any()
-    ax.set_title(f"{axis_label(metric)}: mean and {level:g}% t-CI over seeds"
+    ax.set_title(f"{axis_label(metric)}: mean and {level:g}% t-CI over runs"
                  + (" (none where n=1)" if single else "") + ", dots = runs", fontsize=10)
     if hue_var:
         _move_legend_right(fig, ax, axis_label(hue_var))
