@@ -278,7 +278,7 @@ def _palette(n: int) -> list[Any]:
 def group_levels(frame: pd.DataFrame, columns: str | Sequence[str], sep: str = ", ") -> Levels:
     """Each distinct setting of `columns` in `frame` as a labelled level ("Adam, lr=0.1").
 
-    One column: as before (optimizer palette, numbers ascending on viridis). Several: settings ordered by
+    One column: the optimizer palette for optimizers, numbers ascending on viridis. Several: settings ordered by
     optimizer (the book's order), then the other values; optimizer colours and markers when each optimizer
     has one setting, else a qualitative palette with the optimizer's marker, so every level stays distinct.
     """
