@@ -1,51 +1,93 @@
 """Compare the tracked runs of an experiment: tables across seeds, plots, a baseline comparison.
 
-    python scripts/analyze.py optimizer-comparison [--by optimizer,model] [--sweep ID] [--out reports/NAME]
+    python scripts/analyze.py optimizer-comparison [--by optimizer,lr] [--sweep ID] [--logy | --no-logy]
+                              [--baseline sgd] [--out reports/NAME]
+
+Like with like: a row, a curve or a band holds the seeds of one configuration. Runs are grouped by every
+config key that varies between them except the seed (keys that only say where or how a run is stored,
+such as tracking.*, do not count); the table shows those keys as columns and states the ones every row
+shares. --by groups by the given keys only (optimizer, model, dataset, lr, iterations or full names such
+as training.batch_size); runs differing in other keys are then pooled, and the table, summary.md and every
+figure say which keys were pooled over which values. A --by key with a single value is still a column.
 
 Writes summary tables (Markdown, CSV, LaTeX; with the iterations each run needed to bring its 50-step mean
-training loss under --loss-target), loss curves with 95% bands, final-metric point plots, a
-learning-rate sensitivity plot when `optimizer.lr` was swept and a performance profile when several
-models or data sets are present; prints the summary; logs everything as an `analysis` run in the experiment.
+training loss under --loss-target), loss curves with 95% bands (and their data, loss_curves.csv), final-metric
+point plots, a learning-rate sensitivity plot when `optimizer.lr` was swept, a performance profile when the
+optimizers ran on several problems (settings of the other keys); prints the summary; logs everything as an
+`analysis` run in the experiment. The y axes are logarithmic when the plotted values span more than two
+decades (--logy / --no-logy force it).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SHORT = {"optimizer": "optimizer.name", "model": "model.name", "dataset": "dataset.name", "lr": "optimizer.lr"}
+SHORT = {"optimizer": "optimizer.name", "model": "model.name", "dataset": "dataset.name", "lr": "optimizer.lr",
+         "iterations": "training.iterations"}
 METRICS = ("final/train_loss", "final/test_acc", "best/test_acc", "duration_s")
+OPTIMIZER = "optimizer.name"
 
 
 def columns(spec: str) -> tuple[str, ...]:
     return tuple(SHORT.get(part.strip(), part.strip()) for part in spec.split(",") if part.strip())
 
 
+def complete_block(runs, problem: list[str], solver: list[str]):  # -> tuple[pd.DataFrame, str | None]
+    """The runs a performance profile can compare fairly, and a note on what it leaves out.
+
+    A solver that never ran on a problem would count as failing it, so the profile keeps the solvers that
+    ran on at least two problems and the problems all of them ran on (any outcome: a diverged run still fails);
+    with fewer than two such solvers there is nothing to compare (an empty frame).
+    """
+    from descentlab.analysis.groups import setting_keys
+
+    p, s = setting_keys(runs, problem), setting_keys(runs, solver)
+    pairs = runs.assign(_p=p, _s=s)[["_p", "_s"]].drop_duplicates()
+    per_solver = pairs.groupby("_s")["_p"].nunique()
+    chosen = set(per_solver[per_solver >= 2].index)
+    if len(chosen) < 2:
+        return runs.iloc[0:0], None
+    per_problem = pairs[pairs["_s"].isin(chosen)].groupby("_p")["_s"].nunique()
+    kept = set(per_problem[per_problem == len(chosen)].index)
+    left = [f"{n} {what}" for n, what in ((pairs["_p"].nunique() - len(kept), "problem(s)"),
+                                          (len(per_solver) - len(chosen), "solver(s)")) if n]
+    block = runs[p.isin(kept) & s.isin(chosen)]
+    return block, ("left out, not run on every problem: " + ", ".join(left)) if left else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiment")
-    parser.add_argument("--by", default="optimizer,model,dataset", help="group columns (default: %(default)s)")
+    parser.add_argument("--by", default=None,
+                        help="group by these keys only, pooling whatever else differs, e.g. optimizer,lr "
+                             "(default: every config key that varies, except the seed)")
     parser.add_argument("--sweep", default=None, help="only this sweep: parent run id or sweep folder name")
     parser.add_argument("--baseline", default="sgd", help="optimizer the others are compared with (default sgd)")
     parser.add_argument("--loss-target", type=float, default=0.1,
                         help="report iterations until the 50-step mean train/loss reaches this (default 0.1)")
+    parser.add_argument("--logy", action=argparse.BooleanOptionalAction, default=None,
+                        help="log y axes (default: log when the plotted values span more than two decades)")
     parser.add_argument("--out", type=Path, default=None, help="default reports/<experiment>")
     parser.add_argument("--no-log", action="store_true", help="do not log the outputs to MLflow")
     args = parser.parse_args(argv)
 
     from descentlab.analysis import plots, stats, tables
+    from descentlab.analysis.groups import group_runs
     from descentlab.analysis.report import log_analysis_run
     from descentlab.analysis.runs import AnalysisError, default_tracking_uri, load_history, load_runs
 
     uri = default_tracking_uri()
+    by = columns(args.by) if args.by else None
     try:
         runs = load_runs(args.experiment, tracking_uri=uri, sweep=args.sweep)
+        grouping = group_runs(runs, by)
     except AnalysisError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    by = tuple(c for c in columns(args.by) if c in runs.columns and runs[c].nunique(dropna=True) > 0)
     out = args.out or REPO / "reports" / args.experiment
     out.mkdir(parents=True, exist_ok=True)
 
@@ -53,41 +95,67 @@ def main(argv: list[str] | None = None) -> int:
     target_col = f"steps_to_loss_{args.loss_target:g}"
     if not history.empty:
         reached = stats.steps_to_target(history, args.loss_target, metric="train/loss", smooth_window=50)
-        runs = runs.merge(reached[["run_id", "step"]].rename(columns={"step": target_col}), on="run_id", how="left")
+        runs[target_col] = runs["run_id"].map(reached.set_index("run_id")["step"])  # map keeps attrs["params"]
     metrics = tuple(m for m in (*METRICS, target_col) if m in runs.columns)
     summary = stats.aggregate(runs, by=by, metrics=metrics)
     wide = tables.format_summary(summary)
-    tables.print_table(wide, title=f"{args.experiment}: {len(runs)} runs")
-    (out / "summary.md").write_text(tables.to_markdown(wide))
-    (out / "summary.tex").write_text(tables.to_latex(wide))
+    unit = "configurations" if by is None else "groups"
+    title = f"{args.experiment}: {len(runs)} runs in {len(wide)} {unit}"
+    tables.print_table(wide, title=title)
+    (out / "summary.md").write_text(tables.to_markdown_report(wide, title))
+    (out / "summary.tex").write_text("".join(f"% {note}\n" for note in wide.attrs["notes"]) + tables.to_latex(wide))
     tables.to_csv(summary, out / "summary.csv")
     runs.to_csv(out / "runs.csv", index=False)
 
-    group = tuple(c for c in by if c != "optimizer.name")
-    if "optimizer.name" in runs.columns and args.baseline in set(runs["optimizer.name"]):
+    if OPTIMIZER in runs.columns and args.baseline in set(runs[OPTIMIZER].astype(str)):
         for metric in ("final/train_loss", "final/test_acc"):
             if metric in runs.columns:
-                comparison = stats.compare_to_baseline(runs, args.baseline, metric, by=group)
+                comparison = stats.compare_to_baseline(runs, args.baseline, metric, by=by)
                 tables.to_csv(comparison, out / f"vs_{args.baseline}_{metric.replace('/', '_')}.csv")
 
-    if not history.empty:
-        col = "model.name" if "model.name" in by else None
-        row = "dataset.name" if "dataset.name" in by else None
-        grid = plots.loss_curves(history, runs, metric="train/loss", col=col, row=row, smooth="kaiser")
-        plots.save_figure(getattr(grid, "figure", grid), out, "loss_curves")
-    if "final/train_loss" in runs.columns and "optimizer.name" in runs.columns:
-        plots.save_figure(plots.final_metric_points(runs, metric="final/train_loss"), out, "final_train_loss")
-    if "optimizer.lr" in runs.columns and runs.groupby("optimizer.name")["optimizer.lr"].nunique().max() > 1:
-        plots.save_figure(plots.lr_sensitivity(runs, metric="final/train_loss"), out, "lr_sensitivity")
-    problems = [c for c in ("model.name", "dataset.name") if c in runs.columns]
-    if problems and runs[problems].drop_duplicates().shape[0] > 1 and "final/train_loss" in runs.columns:
-        profile = stats.performance_profile(runs, "final/train_loss", problem=tuple(problems))
-        tables.to_csv(profile, out / "performance_profile.csv")
-        plots.save_figure(plots.performance_profile_plot(profile), out, "performance_profile")
+    pooled = grouping.pooled_text()
+    shown = list(grouping.shown) or ([OPTIMIZER] if OPTIMIZER in runs.columns else [])
+    with warnings.catch_warnings():
+        if pooled:  # the user asked to pool; every output says so instead of a warning per figure
+            warnings.simplefilter("ignore", UserWarning)
+        if not history.empty:
+            col = "model.name" if "model.name" in shown else None
+            row = "dataset.name" if "dataset.name" in shown else None
+            hue = [c for c in shown if c not in (col, row)] or None
+            fig = plots.loss_curves(history, runs, metric="train/loss", hue=hue, col=col, row=row, smooth="kaiser",
+                                    logy=args.logy)
+            plots.add_note(fig, pooled)
+            plots.save_figure(fig, out, "loss_curves")
+            curves = plots.curve_summary(history, runs, metric="train/loss", by=shown, smooth="kaiser")
+            tables.to_csv(curves, out / "loss_curves.csv")
+        if "final/train_loss" in runs.columns and shown:
+            fig = plots.final_metric_points(runs, metric="final/train_loss", x=shown, hue=None, logy=args.logy)
+            plots.add_note(fig, pooled)
+            plots.save_figure(fig, out, "final_train_loss")
+        lr = "optimizer.lr"
+        if lr in runs.columns and "final/train_loss" in runs.columns:
+            others = [c for c in shown if c != lr]
+            per_line = runs.groupby([runs[c].astype(str) for c in others])[lr].nunique() if others else None
+            if (per_line.max() if per_line is not None else runs[lr].nunique()) > 1:
+                fig = plots.lr_sensitivity(runs, metric="final/train_loss", hue=others or None, logy=args.logy)
+                plots.add_note(fig, grouping.pooled_text(exclude=[lr]))  # lr is the x axis, not pooled
+                plots.save_figure(fig, out, "lr_sensitivity")
+        problem, solver = stats.split_arms(shown) if OPTIMIZER in shown else (shown, [OPTIMIZER])
+        if problem and OPTIMIZER in runs.columns and "final/train_loss" in runs.columns:
+            kept, left_out = complete_block(runs, problem, solver)
+            if len(kept) and kept[problem].astype(str).drop_duplicates().shape[0] > 1:
+                profile = stats.performance_profile(kept, "final/train_loss", problem=problem, solver=solver)
+                tables.to_csv(profile, out / "performance_profile.csv")
+                fig = plots.performance_profile_plot(profile)
+                plots.add_note(fig, left_out)
+                plots.add_note(fig, pooled)
+                plots.save_figure(fig, out, "performance_profile")
 
     print(f"wrote {len(list(out.iterdir()))} files to {out}")
     if not args.no_log:
-        run_id = log_analysis_run(args.experiment, out, uri, params={"by": ",".join(by), "sweep": args.sweep})
+        params = {"by": args.by or "configuration (every varying key but the seed)", "sweep": args.sweep,
+                  "pooled": pooled or "nothing"}
+        run_id = log_analysis_run(args.experiment, out, uri, params=params)
         print(f"logged to MLflow run {run_id} (experiment {args.experiment})")
     return 0
 

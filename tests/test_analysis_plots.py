@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,6 +15,8 @@ from scipy import stats
 from descentlab.analysis.book_figures import figure_6_8, figure_6_9, figure_6_9_ours
 from descentlab.analysis.plots import (
     OPTIMIZER_COLORS,
+    add_note,
+    auto_logy,
     curve_summary,
     final_metric_points,
     loss_curves,
@@ -123,7 +127,7 @@ def test_loss_curves_mean_and_t_band_per_optimizer(frames):
         np.testing.assert_array_equal(line.get_xdata(), steps)
         np.testing.assert_allclose(line.get_ydata(), base_curve(opt, steps) + 0.01, atol=1e-12)
         assert to_hex(line.get_color()) == OPTIMIZER_COLORS[opt]
-    assert ax.get_xlabel() == "step" and ax.get_ylabel() == "train/loss"
+    assert ax.get_xlabel() == "iteration" and ax.get_ylabel() == "training loss"  # words, not keys
 
     summary = curve_summary(history, runs)
     np.testing.assert_allclose(summary["hi"] - summary["mean"], T_HALF, rtol=1e-9)
@@ -148,7 +152,7 @@ def test_loss_curves_facets_when_model_varies():
     runs, history = make_frames(models=("mlp_5x100", "mlp_2x50"))
     fig = loss_curves(history, runs, metric="test/acc")
     assert len(fig.axes) == 2  # one column per model, no row facet (one data set)
-    assert sorted(ax.get_title() for ax in fig.axes) == ["model.name = mlp_2x50", "model.name = mlp_5x100"]
+    assert sorted(ax.get_title() for ax in fig.axes) == ["model: mlp_2x50", "model: mlp_5x100"]
     for ax in fig.axes:
         assert len(data_lines(ax)) == 2
         assert len(bands(ax)) == 2
@@ -215,8 +219,8 @@ def test_lr_sensitivity_needs_several_learning_rates(frames):
     fig = lr_sensitivity(many)
     ax = fig.axes[0]
     assert ax.get_xscale() == "log"
-    assert ax.get_xlabel() == "optimizer.lr" and ax.get_ylabel() == "final/train_loss"
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["SGD", "Adam"]
+    assert ax.get_xlabel() == "learning rate" and ax.get_ylabel() == "final training loss"
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["SGD", "Adam"]
 
 
 def test_performance_profile_steps_per_solver():
@@ -310,3 +314,102 @@ def test_save_figure_writes_png_and_pdf(tmp_path, frames):
     assert paths[0].read_bytes()[:4] == b"\x89PNG" and paths[1].read_bytes()[:4] == b"%PDF"
     with pytest.raises(ValueError, match="file stem"):
         save_figure(figure_6_8(book_paths(1)), tmp_path, "a/b")
+
+
+# ------------------------------------------------------------------------- readable figures, no pooling
+
+
+def _boxes(fig):
+    """Window extents of the figure's legends, axes and titles after a draw."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legends = [leg.get_window_extent(renderer) for leg in [*fig.legends, *(ax.get_legend() for ax in fig.axes)]
+               if leg is not None]
+    axes = [ax.get_window_extent(renderer) for ax in fig.axes]
+    titles = [t.get_window_extent(renderer) for t in [fig._suptitle, *(ax.title for ax in fig.axes)]
+              if t is not None and t.get_text()]
+    return legends, axes, titles
+
+
+FIGURES = ("loss_curves", "loss_curves_by_setting", "final_metric_points", "lr_sensitivity", "performance_profile")
+
+
+def _figure(name: str):
+    runs, history = make_frames(lrs=(0.001, 0.01, 0.1))
+    profile = pd.DataFrame({"solver": ["adam"] * 2 + ["sgd"] * 2, "tau": [1, 2, 1, 3], "rho": [0.5, 1.0, 0.5, 1.0]})
+    figures = {
+        "loss_curves": lambda: loss_curves(history, runs[runs["optimizer.lr"] == 0.01], smooth="kaiser"),
+        "loss_curves_by_setting": lambda: loss_curves(history, runs, hue=["optimizer.name", "optimizer.lr"]),
+        "final_metric_points": lambda: final_metric_points(runs, hue="optimizer.lr"),
+        "lr_sensitivity": lambda: lr_sensitivity(runs),
+        "performance_profile": lambda: performance_profile_plot(profile),
+    }
+    return figures[name]()
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_legends_cover_neither_titles_nor_data(name):
+    legends, axes, titles = _boxes(_figure(name))
+    assert legends
+    for legend in legends:
+        assert not any(legend.overlaps(box) for box in axes), "legend over the data"
+        assert not any(legend.overlaps(box) for box in titles), "legend over the title"
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_axis_labels_are_words(name):
+    for ax in _figure(name).axes:
+        for label in (ax.get_xlabel(), ax.get_ylabel()):
+            assert label and not any(ch in label for ch in "/_") and "optimizer.name" not in label, label
+
+
+def test_axis_labels_name_the_keys():
+    runs, _ = make_frames()
+    ax = final_metric_points(runs).axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("optimizer", "final training loss")
+
+
+def test_log_scale_when_values_span_more_than_two_decades():
+    runs, history = make_frames()
+    assert loss_curves(history, runs).axes[0].get_yscale() == "linear"  # 0.2 .. 1: one decade at most
+    steep = history.copy()
+    adam = steep["run_id"].str.startswith("adam") & (steep["metric"] == "train/loss")
+    steep.loc[adam, "value"] = 2.0 * np.exp(-steep.loc[adam, "step"] / 30.0) + 1e-4  # 2 -> 1e-4: four decades
+    assert loss_curves(history=steep, runs=runs).axes[0].get_yscale() == "log"
+    assert loss_curves(history=steep, runs=runs, logy=False).axes[0].get_yscale() == "linear"
+    assert loss_curves(history, runs, logy=True).axes[0].get_yscale() == "log"
+    assert auto_logy([1.0, 99.0]) is False and auto_logy([1.0, 101.0]) is True
+    assert auto_logy([-1.0, 1000.0]) is False  # not all positive: a log axis would hide values
+    tiny = runs.assign(**{"final/train_loss": np.where(runs["optimizer.name"] == "adam", 1e-4, 0.3)})
+    assert final_metric_points(tiny).axes[0].get_yscale() == "log"
+
+
+def test_a_hue_of_several_columns_is_one_curve_per_setting():
+    runs, history = make_frames(lrs=(0.01, 0.1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing pooled: no "same seed" warning
+        fig = loss_curves(history, runs, hue=["optimizer.name", "optimizer.lr"])
+    ax = fig.axes[0]
+    lines = data_lines(ax)
+    assert [line.get_label() for line in lines] == ["SGD, lr=0.01", "SGD, lr=0.1", "Adam, lr=0.01", "Adam, lr=0.1"]
+    assert len({to_hex(line.get_color()) for line in lines}) == 4  # two settings per optimizer: a palette
+    for line, (opt, lr) in zip(lines, [("sgd", 0.01), ("sgd", 0.1), ("adam", 0.01), ("adam", 0.1)], strict=True):
+        np.testing.assert_allclose(line.get_ydata(), base_curve(opt, np.arange(STEPS)) + lr, atol=1e-12)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [line.get_label() for line in lines]
+    assert fig.legends[0].get_title().get_text() == "optimizer, learning rate"
+
+    points = final_metric_points(runs, x=["optimizer.name", "optimizer.lr"], hue=None).axes[0]
+    assert [t.get_text() for t in points.get_xticklabels()] == ["SGD\nlr=0.01", "SGD\nlr=0.1", "Adam\nlr=0.01",
+                                                                "Adam\nlr=0.1"]
+
+
+def test_notes_stack_under_the_figure():
+    runs, history = make_frames()
+    fig = loss_curves(history, runs)
+    add_note(fig, "pooled over optimizer.lr (0.01, 0.1)")
+    add_note(fig, "second note")
+    notes = [t for t in fig.texts if "pooled" in t.get_text()]
+    assert len(notes) == 1 and notes[0].get_text() == "pooled over optimizer.lr (0.01, 0.1)\nsecond note"
+    fig.canvas.draw()
+    note_box = notes[0].get_window_extent(fig.canvas.get_renderer())
+    assert all(not note_box.overlaps(ax.get_window_extent()) for ax in fig.axes)

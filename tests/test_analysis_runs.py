@@ -356,28 +356,38 @@ def test_history_errors(runs: pd.DataFrame) -> None:
 
 # -- end to end: store -> stats -------------------------------------------------------------------
 def test_aggregate_over_the_store(runs: pd.DataFrame) -> None:
-    agg = aggregate(runs).set_index(["optimizer.name", "model.name", "metric"])
-    sgd = agg.loc[("sgd", "mlp_5x100", "final/train_loss")]
+    agg = aggregate(runs)
+    # one row per configuration: what varies (model.hidden_sizes goes with model.name; the diverged sgd run
+    # had lr 10) are the group columns; the params every run shares are not
+    assert list(agg.columns[:4]) == ["optimizer.name", "model.name", "optimizer.lr", "model.hidden_sizes"]
+    agg = agg.set_index(["optimizer.name", "model.name", "optimizer.lr", "metric"])
+    diverged = agg.loc[("sgd", "mlp_5x100", 10.0, "final/train_loss")]  # counted in its own configuration's row
+    assert (diverged["runs"], diverged["finished"], diverged["diverged"], diverged["n"]) == (1, 0, 1, 0)
+    sgd = agg.loc[("sgd", "mlp_5x100", 0.01, "final/train_loss")]
     x = np.array([0.30, 0.25, 0.35])
     half = sps.t.ppf(0.975, 2) * x.std(ddof=1) / np.sqrt(3)
     assert sgd["n"] == 3
     assert sgd["mean"] == pytest.approx(0.30, abs=1e-15)
     assert sgd["std"] == pytest.approx(0.05, rel=1e-12)
     assert (sgd["ci_low"], sgd["ci_high"]) == pytest.approx((0.30 - half, 0.30 + half), rel=1e-12)
-    assert (sgd["runs"], sgd["finished"], sgd["diverged"], sgd["failed"], sgd["killed"]) == (4, 3, 1, 0, 0)
-    adam = agg.loc[("adam", "mlp_5x100", "duration_s")]
+    assert (sgd["runs"], sgd["finished"], sgd["diverged"], sgd["failed"], sgd["killed"]) == (3, 3, 0, 0, 0)
+    adam = agg.loc[("adam", "mlp_5x100", 0.001, "duration_s")]
     assert (adam["n"], adam["mean"]) == (3, pytest.approx(64 / 3))  # the killed run's 2 s is not a duration
     assert (adam["runs"], adam["finished"], adam["killed"]) == (4, 3, 1)
-    single = agg.loc[("adam", "mlp_2x50", "final/train_loss")]
+    single = agg.loc[("adam", "mlp_2x50", 0.001, "final/train_loss")]
     assert single["n"] == 1 and single["mean"] == 0.20 and math.isnan(single["ci_low"])
     assert (single["runs"], single["finished"], single["running"]) == (2, 1, 1)
-    momentum = agg.loc[("momentum", "mlp_2x50", "final/train_loss")]
+    momentum = agg.loc[("momentum", "mlp_2x50", 0.01, "final/train_loss")]
     assert momentum["n"] == 0 and momentum["failed"] == 1 and math.isnan(momentum["mean"])
 
 
 def test_compare_and_steps_to_target_over_the_store(runs: pd.DataFrame) -> None:
     cmp = compare_to_baseline(runs, "sgd", "final/train_loss")
-    row = cmp[(cmp["model.name"] == "mlp_5x100") & (cmp["optimizer.name"] == "adam")].iloc[0]
+    adam_5x100 = cmp[(cmp["model.name"] == "mlp_5x100") & (cmp["optimizer.name"] == "adam")]
+    # sgd ran at two learning rates on this model: adam is compared with each, never with both pooled
+    assert sorted(adam_5x100["baseline optimizer.lr"]) == [0.01, 10.0]
+    assert adam_5x100.set_index("baseline optimizer.lr").loc[10.0, "n_baseline"] == 0  # that sgd run diverged
+    row = adam_5x100.set_index("baseline optimizer.lr").loc[0.01]
     adam, sgd = np.array([0.10, 0.12, 0.08]), np.array([0.30, 0.25, 0.35])
     ref = sps.ttest_ind(adam, sgd, equal_var=False)
     assert row["diff"] == pytest.approx(-0.20)

@@ -18,18 +18,24 @@ def script(store, name: str, *args: str) -> subprocess.CompletedProcess:
 def test_analyze_writes_tables_and_plots_and_logs_an_analysis_run(store) -> None:
     sweep = store.train("-m", "optimizer=sgd,adam", "seed=0,1", "training.iterations=40", "training.eval_every=20")
     assert sweep.returncode == 0, sweep.stderr[-2000:]
+    # a trial run in the same experiment: no hidden layers (model.name stays mlp_5x100)
+    trial = store.train("optimizer=adam", "model.hidden_sizes=[]", "training.iterations=40", "training.eval_every=20")
+    assert trial.returncode == 0, trial.stderr[-2000:]
     result = script(store, "analyze.py", "optimizer-comparison", "--out", str(store.root / "report"))
     assert result.returncode == 0, result.stderr[-2000:]
     out = store.root / "report"
     expected = {"summary.md", "summary.csv", "summary.tex", "runs.csv", "loss_curves.png", "loss_curves.pdf",
-                "final_train_loss.png", "vs_sgd_final_train_loss.csv"}
+                "loss_curves.csv", "final_train_loss.png", "vs_sgd_final_train_loss.csv"}
     assert expected <= {p.name for p in out.iterdir()}
     summary = pd.read_csv(out / "summary.csv")
     runs = pd.read_csv(out / "runs.csv")
-    assert len(runs) == 4
-    adam = summary[(summary["optimizer.name"] == "adam") & (summary["metric"] == "final/train_loss")].iloc[0]
-    assert adam["n"] == 2
-    assert adam["mean"] == runs.loc[runs["optimizer.name"] == "adam", "final/train_loss"].mean()
+    assert len(runs) == 5
+    loss = summary[summary["metric"] == "final/train_loss"].set_index(["optimizer.name", "model.hidden_sizes"])
+    assert len(loss) == 3  # the trial is a configuration of its own, never pooled with the sweep's Adam runs
+    sweep_adam = runs[(runs["optimizer.name"] == "adam") & (runs["model.hidden_sizes"] != "[]")]
+    adam = loss.loc[("adam", "[100, 100, 100, 100]")]
+    assert adam["n"] == 2 and adam["mean"] == sweep_adam["final/train_loss"].mean()
+    assert loss.loc[("adam", "[]"), "n"] == 1 and "(n=1, no interval)" in result.stdout
     assert "steps_to_loss_0.1" in set(summary["metric"]) and "steps_to_loss_0.1" in runs.columns
     analysis = [r for r in store.runs() if r.info.run_name == "analysis"]
     assert len(analysis) == 1 and analysis[0].info.status == "FINISHED"

@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from descentlab.data import DATASET_NAMES
+from descentlab.identity import NON_SEMANTIC_KEYS
 from descentlab.nn import ACTIVATIONS, init_std
 from descentlab.objectives import OBJECTIVES
 from descentlab.optim import OPTIMIZERS, make_optimizer
@@ -25,17 +26,6 @@ from descentlab.training import SAMPLING
 
 TASKS = ("classify", "function2d")
 DTYPES = ("float32", "float64")
-
-# Keys that change how a run is executed or stored, not what it computes: left out of the config hash,
-# so moving the data folder or the store, or changing thread counts, does not re-run finished work.
-NON_SEMANTIC_KEYS = (
-    "force",
-    "tracking",
-    "dataset.path",
-    "dataset.download",
-    "training.blas_threads",
-    "training.progress",
-)
 
 
 class ConfigError(ValueError):

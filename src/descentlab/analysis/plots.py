@@ -2,6 +2,10 @@
 
 Inputs are the pandas frames `analysis.runs` builds (`runs`: one row per run with dotted param columns and
 summary metrics; `history`: long `run_id, step, metric, value`), so nothing here talks to MLflow or Hydra.
+A hue (or the x of the point plot) may be several columns: each setting of them is one curve, labelled
+"Adam, lr=0.1, iterations=20", so runs of different configurations are never averaged together. Axis
+labels are words (`labels.axis_label`); legends sit outside the axes; `logy=None` picks a log y axis when
+the plotted values are positive and span more than `LOG_DECADES` decades (the adaptive optimizers' losses).
 Figures are plain `matplotlib.figure.Figure`s on an Agg canvas (not registered with pyplot): they render
 headless, never pop up a window and need no `plt.close` to free memory, wherever they are made.
 """
@@ -22,16 +26,23 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.transforms import blended_transform_factory
 
+from descentlab.analysis.groups import iter_groups, sort_key, value_text
+from descentlab.analysis.labels import axis_label, setting_label
 from descentlab.analysis.smoothing import Smoother, get_smoother
 
 __all__ = [
+    "LOG_DECADES",
     "OPTIMIZER_COLORS",
     "OPTIMIZER_LABELS",
     "OPTIMIZER_MARKERS",
     "OPTIMIZER_ORDER",
+    "Levels",
     "Style",
+    "add_note",
+    "auto_logy",
     "curve_summary",
     "final_metric_points",
+    "group_levels",
     "loss_curves",
     "lr_sensitivity",
     "new_figure",
@@ -65,6 +76,9 @@ _SPARE_COLORS = ("#7f7f7f", "#bcbd22", "#17becf")  # tab:gray/olive/cyan, unused
 OPTIMIZER_COLUMN = "optimizer.name"
 # Runs whose summary metrics describe a complete run; others are left out of means and CIs and reported.
 COMPLETE_OUTCOMES: tuple[str, ...] = ("finished",)
+# logy=None: a log y axis when the plotted positive values span more than this many decades (max/min > 100).
+LOG_DECADES = 2.0
+_NOTE_GID = "descentlab-note"
 
 Errorbar = tuple[str, float] | None
 
@@ -179,17 +193,39 @@ def _excluded_note(excluded: pd.DataFrame) -> str | None:
     return "left out of means and CIs: " + "; ".join(parts)
 
 
-def _add_note(fig: Figure, note: str | None) -> None:
-    if note:
-        fig.text(0.01, 0.0, note, fontsize=7, color="0.35", ha="left", va="bottom")
+def add_note(fig: Figure, note: str | None) -> None:
+    """A footnote under the figure (below the axes, so it covers nothing); further notes go on new lines."""
+    if not note:
+        return
+    for text in fig.texts:
+        if text.get_gid() == _NOTE_GID:
+            text.set_text(f"{text.get_text()}\n{note}")
+            return
+    fig.text(0.01, 0.0, note, fontsize=7, color="0.35", ha="left", va="top", gid=_NOTE_GID, wrap=True)
+
+
+_add_note = add_note  # the name book_figures imports
+
+
+def auto_logy(values: Iterable[float] | np.ndarray, decades: float = LOG_DECADES) -> bool:
+    """True when the finite values are all positive and max/min exceeds 10**decades (log shows them better)."""
+    v = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0 or (v <= 0).any():
+        return False
+    return bool(v.max() / v.min() > 10.0**decades)
+
+
+def _optimizer_rank(value: Any) -> tuple[int, str]:
+    known = {k: i for i, k in enumerate(OPTIMIZER_ORDER)}
+    return (known.get(str(value).lower(), len(known)), str(value))
 
 
 def _order(values: Iterable[Any], column: str | None) -> list[Any]:
     """Levels in a stable order: optimizers in the book's order, numbers ascending, other text sorted."""
     levels = list(pd.unique(pd.Series(list(values))))
     if column == OPTIMIZER_COLUMN:
-        known = {k: i for i, k in enumerate(OPTIMIZER_ORDER)}
-        return sorted(levels, key=lambda v: (known.get(str(v).lower(), len(known)), str(v)))
+        return sorted(levels, key=_optimizer_rank)
     try:
         return sorted(levels)
     except TypeError:
@@ -209,6 +245,93 @@ def _styles(column: str | None, levels: Sequence[Any]) -> dict[Any, Style]:
     numeric = len(levels) > 0 and all(isinstance(v, int | float | np.number) for v in levels)
     colors = sns.color_palette("viridis" if numeric else "deep", max(len(levels), 1))
     return {v: Style(colors[i], None, _level_label(v)) for i, v in enumerate(levels)}
+
+
+def _columns(spec: str | Sequence[str] | None) -> list[str]:
+    if spec is None:
+        return []
+    return [spec] if isinstance(spec, str) else list(spec)
+
+
+def _name(key: str, value: Any) -> str:
+    """A value shown alone in a label: optimizers by their display name (Adam), others as they are."""
+    if key == OPTIMIZER_COLUMN and isinstance(value, str):
+        return optimizer_style(value).label
+    return value_text(value)
+
+
+@dataclass(frozen=True)
+class Levels:
+    """The settings of some columns: a label per row (`labels`, the frame's index), in order, a look each."""
+
+    labels: pd.Series
+    order: list[str]
+    styles: dict[str, Style]
+
+
+def _palette(n: int) -> list[Any]:
+    import seaborn as sns
+
+    return sns.color_palette("tab10" if n <= 10 else "husl", max(n, 1))
+
+
+def group_levels(frame: pd.DataFrame, columns: str | Sequence[str], sep: str = ", ") -> Levels:
+    """Each distinct setting of `columns` in `frame` as a labelled level ("Adam, lr=0.1").
+
+    One column: the optimizer palette for optimizers, numbers ascending on viridis. Several: settings ordered by
+    optimizer (the book's order), then the other values; optimizer colours and markers when each optimizer
+    has one setting, else a qualitative palette with the optimizer's marker, so every level stays distinct.
+    """
+    cols = _columns(columns)
+    missing = [c for c in cols if c not in frame.columns]
+    if missing or not cols:
+        raise ValueError(f"runs has no column(s) {missing or cols}")
+    if len(cols) == 1:
+        column = cols[0]
+        levels = _order(frame[column].dropna(), column)
+        by_value = _styles(column, levels)
+        labels = frame[column].map(lambda v: value_text(v) if pd.isna(v) else by_value[v].label)
+        order = [by_value[v].label for v in levels] + ([value_text(None)] if frame[column].isna().any() else [])
+        styles = {by_value[v].label: by_value[v] for v in levels}
+        styles.setdefault(value_text(None), Style("0.5", None, value_text(None)))
+        return Levels(labels.astype(object), order, styles)
+
+    def rank(values: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(_optimizer_rank(v) if c == OPTIMIZER_COLUMN else sort_key(v) for c, v in zip(cols, values,
+                                                                                                  strict=True))
+
+    settings = sorted(iter_groups(frame, cols), key=lambda item: rank(item[0]))
+    labels = pd.Series(index=frame.index, dtype=object)
+    order: list[str] = []
+    for values, rows in settings:
+        label = setting_label(zip(cols, values, strict=True), name_of=_name, sep=sep)
+        labels[rows.index] = label
+        order.append(label)
+    optimizers = [dict(zip(cols, values, strict=True)).get(OPTIMIZER_COLUMN) for values, _ in settings]
+    own_colours = OPTIMIZER_COLUMN in cols and len(set(map(str, optimizers))) == len(optimizers)
+    colors = _palette(len(settings))
+    styles = {}
+    for i, (label, name) in enumerate(zip(order, optimizers, strict=True)):
+        look = optimizer_style(name) if isinstance(name, str) else None
+        styles[label] = Style(look.color if own_colours and look else colors[i], look.marker if look else None, label)
+    return Levels(labels, order, styles)
+
+
+def _legend_width(labels: Iterable[str], title: str = "") -> float:
+    """Inches a one-column legend of these labels needs at 8 pt (marker, gap, text), so the figure can grow by it."""
+    chars = max([len(str(label)) for label in labels] + [len(title)], default=1)
+    return 0.7 + 0.065 * chars
+
+
+def _legend_right(fig: Figure, handles: Sequence[Any], labels: Sequence[str], title: str | None) -> None:
+    """A figure legend right of the axes, centred: it covers no curve and no title (constrained layout makes room;
+    notes go under the figure, so they never meet it either)."""
+    fig.legend(handles, labels, title=title, fontsize=8, title_fontsize=8, loc="outside right center",
+               frameon=False)
+
+
+def _legend_title(columns: Sequence[str]) -> str:
+    return ", ".join(axis_label(c) for c in columns)
 
 
 def _warn_pooled(runs: pd.DataFrame, by: Sequence[str]) -> None:
@@ -303,29 +426,36 @@ def loss_curves(
     history: pd.DataFrame,
     runs: pd.DataFrame,
     metric: str = "train/loss",
-    hue: str | None = OPTIMIZER_COLUMN,
+    hue: str | Sequence[str] | None = OPTIMIZER_COLUMN,
     col: str | None = "model.name",
     row: str | None = "dataset.name",
     smooth: str | Smoother | None = None,
     errorbar: Errorbar = ("ci", 95),
     every: int = 1,
-    logy: bool = False,
+    logy: bool | None = None,
     outcomes: Collection[str] | None = COMPLETE_OUTCOMES,
     height: float = 3.2,
     aspect: float = 1.5,
 ) -> Figure:
-    """Mean `metric` over seeds per `hue` level with a confidence band, faceted by `col`/`row` when they vary.
+    """Mean `metric` over seeds per `hue` setting with a confidence band, faceted by `col`/`row` when they vary.
 
-    One line and one band per hue level and facet. Runs whose outcome is not in `outcomes` are left out
-    (a mean over runs that stopped early is biased towards the survivors) and counted in a footnote.
+    One line and one band per hue setting and facet; `hue` may name several columns (one curve per setting
+    of all of them). Runs whose outcome is not in `outcomes` are left out (a mean over runs that stopped
+    early is biased towards the survivors) and counted in a footnote. `logy=None`: log y when the curves
+    span more than `LOG_DECADES` decades. Warns when a curve holds several runs of one seed (pooled configs).
     """
     selected, excluded = _select_runs(runs, outcomes)
     row_var, col_var = _facet_var(selected, row), _facet_var(selected, col)
-    hue_var = hue if hue is not None and hue in selected.columns else None
-    if hue is not None and hue_var is None:
-        raise ValueError(f"runs has no hue column {hue!r}")
+    hue_cols = [c for c in _columns(hue) if c not in (row_var, col_var)]
+    missing = [c for c in hue_cols if c not in selected.columns]
+    if missing:
+        raise ValueError(f"runs has no hue column {missing[0]!r}")
+    levels = group_levels(selected, hue_cols) if hue_cols and not selected.empty else None
+    if levels is not None:
+        selected = selected.assign(_hue=levels.labels)
+    hue_var = "_hue" if levels is not None else None
     by = [v for v in (row_var, col_var, hue_var) if v is not None]
-    _warn_pooled(selected, by)
+    _warn_pooled(selected, [v for v in (row_var, col_var, *hue_cols) if v is not None])
     summary = curve_summary(history, selected, metric, by, smooth=smooth, errorbar=errorbar, every=every,
                             outcomes=None)
     if summary.empty:
@@ -333,12 +463,14 @@ def loss_curves(
 
     row_levels = _order(summary[row_var], row_var) if row_var else [None]
     col_levels = _order(summary[col_var], col_var) if col_var else [None]
-    hue_levels = _order(summary[hue_var], hue_var) if hue_var else [None]
-    styles = _styles(hue_var, hue_levels) if hue_var else {None: Style("C0", None, metric)}
-    fig = new_figure((height * aspect * len(col_levels) + (1.6 if hue_var else 0), height * len(row_levels)))
+    hue_levels = [lv for lv in levels.order if lv in set(summary["_hue"])] if levels is not None else [None]
+    styles = levels.styles if levels is not None else {None: Style("C0", None, axis_label(metric))}
+    legend = _legend_width(hue_levels, _legend_title(hue_cols)) if hue_var else 0.0
+    fig = new_figure((height * aspect * len(col_levels) + legend, height * len(row_levels)))
     axes = fig.subplots(len(row_levels), len(col_levels), sharex=True, sharey=True, squeeze=False)
     n_steps = summary.groupby(by, dropna=False)["step"].size().max() if by else len(summary)
-    markevery = max(1, n_steps // 10) if hue_var == OPTIMIZER_COLUMN else None
+    markevery = max(1, n_steps // 10) if OPTIMIZER_COLUMN in hue_cols else None
+    log = auto_logy(summary["mean"]) if logy is None else logy
 
     for i, rv in enumerate(row_levels):
         for j, cv in enumerate(col_levels):
@@ -354,23 +486,25 @@ def loss_curves(
                     continue
                 plot_mean_band(ax, part["step"].to_numpy(), part["mean"].to_numpy(), part["lo"].to_numpy(),
                                part["hi"].to_numpy(), styles[level], markevery=markevery)
-            title = " | ".join(f"{v} = {_level_label(x)}" for v, x in ((row_var, rv), (col_var, cv)) if v)
+            title = " | ".join(f"{axis_label(v)}: {_level_label(x)}" for v, x in ((row_var, rv), (col_var, cv)) if v)
             if title:
                 ax.set_title(title, fontsize=9)
-            if logy:
+            if log:
                 ax.set_yscale("log")
             if i == len(row_levels) - 1:
-                ax.set_xlabel("step")
+                ax.set_xlabel(axis_label("step"))
             if j == 0:
-                ax.set_ylabel(metric)
+                ax.set_ylabel(axis_label(metric))
             ax.grid(True, alpha=0.3)
     if hue_var:
-        handles = [Line2D([], [], color=s.color, marker=s.marker, label=s.label) for s in styles.values()]
-        fig.legend(handles=handles, title=hue_var, loc="outside right upper", fontsize=8, title_fontsize=8)
-    smoothing = f", {smooth} smoothing" if isinstance(smooth, str) else ""
-    band = f"band {_band_label(errorbar)}" if summary["n"].max() > 1 else "no band"
-    fig.suptitle(f"{metric}: mean of {_n_text(summary['n'])} per curve, {band}{smoothing}", fontsize=10)
-    _add_note(fig, _excluded_note(excluded))
+        handles = [Line2D([], [], color=styles[lv].color, marker=styles[lv].marker, label=lv) for lv in hue_levels]
+        _legend_right(fig, handles, hue_levels, _legend_title(hue_cols))
+    smoothing = f", {smooth}-smoothed" if isinstance(smooth, str) else ""
+    band = f"band: {_band_label(errorbar)}" if summary["n"].max() > 1 else "no band"
+    if summary["n"].max() > 1 and summary["n"].min() < 2:
+        band += " (none where n=1)"
+    fig.suptitle(f"{axis_label(metric)}: mean of {_n_text(summary['n'])} per curve, {band}{smoothing}", fontsize=10)
+    add_note(fig, _excluded_note(excluded))
     return fig
 
 
@@ -383,93 +517,109 @@ def _mark_excluded(ax: Any, x: np.ndarray, colors: Sequence[Any]) -> None:
                clip_on=False, zorder=5, label="not finished (left out)")
 
 
-def _plot_frame(frame: pd.DataFrame, column: str | None) -> tuple[pd.DataFrame, list[str], dict[str, Any]]:
-    """A copy whose `column` holds display labels (seaborn legends show values), with order and palette."""
-    levels = _order(frame[column], column)
-    styles = _styles(column, levels)
-    out = frame.copy()
-    out[column] = out[column].map({v: styles[v].label for v in levels})
-    return out, [styles[v].label for v in levels], {styles[v].label: styles[v].color for v in levels}
+def _move_legend_right(fig: Figure, ax: Any, title: str | None) -> None:
+    """The axes' legend (seaborn's) moved to the figure's right margin, see `_legend_right`."""
+    handles, labels = ax.get_legend_handles_labels()
+    if ax.get_legend() is not None:
+        ax.get_legend().remove()
+    if handles:
+        _legend_right(fig, handles, labels, title)
 
 
 def final_metric_points(
     runs: pd.DataFrame,
     metric: str = "final/train_loss",
-    x: str = OPTIMIZER_COLUMN,
+    x: str | Sequence[str] = OPTIMIZER_COLUMN,
     hue: str | None = "model.name",
     level: float = 95,
-    logy: bool = False,
+    logy: bool | None = None,
     outcomes: Collection[str] | None = COMPLETE_OUTCOMES,
 ) -> Figure:
     """One summary metric per group: mean with a t interval across seeds (seaborn pointplot) over the runs
     themselves (stripplot), so 3 seeds are never mistaken for a tight estimate.
 
-    Unfinished runs are kept out of the mean and CI; those with a value are drawn as × at the top edge.
-    A `hue` column with a single value is ignored.
+    `x` may name several columns: one category per setting of them, labelled on its tick ("Adam" over
+    "lr=0.1"). Unfinished runs are kept out of the mean and CI; those with a value are drawn as × at the top
+    edge. A `hue` column with a single value, or one of the `x` columns, is ignored. `logy=None`: log y when
+    the runs' values span more than `LOG_DECADES` decades.
     """
     import seaborn as sns
 
-    for c in (x, metric):
+    x_cols = _columns(x)
+    for c in (*x_cols, metric):
         if c not in runs.columns:
             raise ValueError(f"runs has no column {c!r}")
+    x_levels = group_levels(runs, x_cols, sep="\n")
+    runs = runs.assign(_x=x_levels.labels)
     selected, excluded = _select_runs(runs, outcomes)
     selected = selected[np.isfinite(selected[metric].astype(float))]
     if selected.empty:
         raise ValueError(f"no finished run has a finite {metric!r}")
-    hue_var = _facet_var(selected, hue)
-    data, x_order, x_palette = _plot_frame(selected, x)
+    hue_var = _facet_var(selected, hue) if hue not in x_cols else None
+    x_order = [lv for lv in x_levels.order if lv in set(selected["_x"])]
+    data = selected
     if hue_var:
-        data, hue_order, palette = _plot_frame(data, hue_var)
+        hue_levels = group_levels(selected, hue_var)
+        data = selected.assign(_hue=hue_levels.labels)
+        hue_order, palette = hue_levels.order, {k: v.color for k, v in hue_levels.styles.items()}
+        markers: Any = "o"
     else:  # colour by x (one legend-less colour per category: the optimizer palette)
-        hue_order, palette = x_order, x_palette
-    hue_col = hue_var or x
-    marker_col = hue_col if hue_col == OPTIMIZER_COLUMN else None
-    markers = [optimizer_style(v).marker for v in _order(selected[hue_col], hue_col)] if marker_col else "o"
+        hue_order, palette = x_order, {k: x_levels.styles[k].color for k in x_order}
+        markers = [x_levels.styles[k].marker or "o" for k in x_order]
+    hue_col = "_hue" if hue_var else "_x"
     n_hue = len(hue_order) if hue_var else 1
     dodge = 0.8 * (n_hue - 1) / n_hue if n_hue > 1 else False  # pointplot offsets equal stripplot's
 
-    fig = new_figure((max(4.0, 1.1 * len(x_order) * max(1, n_hue) ** 0.5) + (1.5 if hue_var else 0), 3.8))
+    lines = max(label.count("\n") + 1 for label in x_order)
+    chars = max(len(part) for label in x_order for part in label.split("\n"))
+    per_category = max(1.1, 0.45 + 0.065 * chars) * max(1, n_hue) ** 0.5  # tick labels at 8 pt side by side
+    legend = _legend_width(hue_order, axis_label(hue_var)) if hue_var else 0.0
+    fig = new_figure((max(4.0, per_category * len(x_order)) + legend, 3.6 + 0.15 * lines))
     ax = fig.subplots()
-    sns.pointplot(data=data, x=x, y=metric, hue=hue_col, order=x_order, hue_order=hue_order, palette=palette,
+    sns.pointplot(data=data, x="_x", y=metric, hue=hue_col, order=x_order, hue_order=hue_order, palette=palette,
                   errorbar=t_errorbar(level), dodge=dodge, linestyle="none", capsize=0.1, markers=markers,
                   legend=bool(hue_var), ax=ax)
-    sns.stripplot(data=data, x=x, y=metric, hue=hue_col, order=x_order, hue_order=hue_order, palette=palette,
+    sns.stripplot(data=data, x="_x", y=metric, hue=hue_col, order=x_order, hue_order=hue_order, palette=palette,
                   dodge=bool(dodge), jitter=0.12, alpha=0.8, size=3.5, linewidth=0.5, edgecolor="white",
                   legend=False, ax=ax)
-    bad = excluded[excluded[x].isin(selected[x].unique())] if x in excluded.columns else excluded.iloc[0:0]
+    bad = excluded[excluded["_x"].isin(x_order)]
     if not bad.empty:
-        pos = {v: i for i, v in enumerate(_order(selected[x], x))}
-        offsets = dict(zip(_order(selected[hue_var], hue_var), np.linspace(-dodge / 2, dodge / 2, n_hue),
-                           strict=True)) if hue_var else {}
-        bad = bad[bad[x].isin(pos)]
-        xs = np.array([pos[v] + offsets.get(h, 0.0) for v, h in zip(bad[x], bad[hue_var] if hue_var else bad[x],
-                                                                        strict=True)])
+        pos = {v: i for i, v in enumerate(x_order)}
+        offsets = dict(zip(hue_order, np.linspace(-dodge / 2, dodge / 2, n_hue), strict=True)) if hue_var else {}
+        hue_of = group_levels(runs, hue_var).labels if hue_var else bad["_x"]
+        xs = np.array([pos[v] + offsets.get(hue_of[i], 0.0) for i, v in bad["_x"].items()])
         _mark_excluded(ax, xs, ["0.3"] * len(xs))
-    if logy:
+    log = auto_logy(selected[metric].astype(float)) if logy is None else logy
+    if log:
         ax.set_yscale("log")
-    ax.set_xlabel(x)
-    ax.set_ylabel(metric)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.set_xlabel(_legend_title(x_cols))
+    ax.set_ylabel(axis_label(metric))
     ax.grid(True, axis="y", alpha=0.3)
-    ax.set_title(f"{metric}: mean and {level:g}% t-CI over seeds, dots = runs", fontsize=10)
-    if hue_var and ax.get_legend() is not None:
-        ax.get_legend().set_title(hue_var)
-    _add_note(fig, _excluded_note(excluded))
+    single = (data.groupby(["_x", "_hue"] if hue_var else ["_x"])[metric].count() < 2).any()
+    ax.set_title(f"{axis_label(metric)}: mean and {level:g}% t-CI over runs"
+                 + (" (none where n=1)" if single else "") + ", dots = runs", fontsize=10)
+    if hue_var:
+        _move_legend_right(fig, ax, axis_label(hue_var))
+    add_note(fig, _excluded_note(excluded))
     return fig
 
 
 def lr_sensitivity(
     runs: pd.DataFrame,
     metric: str = "final/train_loss",
-    hue: str | None = OPTIMIZER_COLUMN,
+    hue: str | Sequence[str] | None = OPTIMIZER_COLUMN,
     level: float = 95,
-    logy: bool = False,
+    logy: bool | None = None,
     outcomes: Collection[str] | None = COMPLETE_OUTCOMES,
     lr: str = "optimizer.lr",
 ) -> Figure:
-    """`metric` against the learning rate (log x): mean and t interval per lr and hue level, runs as dots.
+    """`metric` against the learning rate (log x): mean and t interval per lr and hue setting, runs as dots.
 
-    Unfinished runs (typically divergence at large lr, the point of such a sweep) are drawn as × at the top
-    edge at their lr, kept out of the means.
+    `hue` may name several columns (everything but the lr and the seed that varies): each setting is one
+    line, so a line never pools runs that differ in anything but lr and seed. Unfinished runs (typically
+    divergence at large lr, the point of such a sweep) are drawn as × at the top edge at their lr, kept out
+    of the means. `logy=None`: log y when the values span more than `LOG_DECADES` decades.
     """
     import seaborn as sns
 
@@ -479,27 +629,29 @@ def lr_sensitivity(
     n_lr = runs[lr].dropna().nunique()
     if n_lr < 2:
         raise ValueError(f"lr_sensitivity needs runs at more than one {lr}; these runs have {n_lr}")
+    hue_cols = [c for c in _columns(hue) if c in runs.columns and c != lr]
+    levels = group_levels(runs, hue_cols) if hue_cols else None
+    if levels is not None:
+        runs = runs.assign(_hue=levels.labels)
     selected, excluded = _select_runs(runs, outcomes)
     selected = selected[np.isfinite(selected[metric].astype(float))]
     if selected.empty:
         raise ValueError(f"no finished run has a finite {metric!r}")
-    hue_var = hue if hue is not None and hue in selected.columns else None
-    fig = new_figure((6.4 if hue_var else 5.0, 4.0))
+    fig = new_figure((5.0 + (_legend_width(levels.order, _legend_title(hue_cols)) if levels is not None else 0), 4.0))
     ax = fig.subplots()
-    if hue_var:
-        data, hue_order, palette = _plot_frame(selected, hue_var)
-        levels = _order(selected[hue_var], hue_var)
-        styles = _styles(hue_var, levels)
+    if levels is not None:
+        order = [lv for lv in levels.order if lv in set(selected["_hue"])]
+        palette = {lv: levels.styles[lv].color for lv in order}
         # seaborn's `style` cannot mix line-art and filled markers: Momentum's "x" becomes the filled "X"
-        markers = {styles[v].label: {"x": "X", "+": "P"}.get(styles[v].marker or "o", styles[v].marker or "o")
-                   for v in levels}
-        sns.lineplot(data=data, x=lr, y=metric, hue=hue_var, hue_order=hue_order, palette=palette,
-                     style=hue_var, style_order=hue_order, markers=markers, dashes=False,
+        markers = {lv: {"x": "X", "+": "P"}.get(levels.styles[lv].marker or "o", levels.styles[lv].marker or "o")
+                   for lv in order}
+        sns.lineplot(data=selected, x=lr, y=metric, hue="_hue", hue_order=order, palette=palette,
+                     style="_hue", style_order=order, markers=markers, dashes=False,
                      errorbar=t_errorbar(level), err_style="band", ax=ax)
-        sns.scatterplot(data=data, x=lr, y=metric, hue=hue_var, hue_order=hue_order, palette=palette,
+        sns.scatterplot(data=selected, x=lr, y=metric, hue="_hue", hue_order=order, palette=palette,
                         alpha=0.4, s=14, legend=False, ax=ax)
-        bad = excluded[excluded[hue_var].isin(levels)] if hue_var in excluded.columns else excluded.iloc[0:0]
-        colors = [styles[v].color for v in bad[hue_var]] if not bad.empty else []
+        bad = excluded[excluded["_hue"].isin(order)]
+        colors = [levels.styles[v].color for v in bad["_hue"]]
     else:
         sns.lineplot(data=selected, x=lr, y=metric, marker="o", errorbar=t_errorbar(level), ax=ax)
         sns.scatterplot(data=selected, x=lr, y=metric, alpha=0.4, s=14, ax=ax)
@@ -507,24 +659,38 @@ def lr_sensitivity(
         colors = ["C0"] * len(bad)
     _mark_excluded(ax, bad[lr].to_numpy(dtype=float) if lr in bad.columns else np.array([]), colors)
     ax.set_xscale("log")
-    if logy:
+    log = auto_logy(selected[metric].astype(float)) if logy is None else logy
+    if log:
         ax.set_yscale("log")
-    ax.set_xlabel(lr)
-    ax.set_ylabel(metric)
+    ax.set_xlabel(axis_label(lr))
+    ax.set_ylabel(axis_label(metric))
     ax.grid(True, which="both", alpha=0.3)
-    ax.set_title(f"{metric} vs {lr}: mean and {level:g}% t-CI", fontsize=10)
-    if hue_var:
-        handles, labels = ax.get_legend_handles_labels()
-        ax.legend(handles, labels, title=hue_var, fontsize=8, title_fontsize=8, loc="best")
-    _add_note(fig, _excluded_note(excluded))
+    ax.set_title(f"{axis_label(metric)} vs {axis_label(lr)}: mean and {level:g}% t-CI", fontsize=10)
+    if levels is not None:
+        _move_legend_right(fig, ax, _legend_title(hue_cols))
+    add_note(fig, _excluded_note(excluded))
     return fig
+
+
+def _solver_styles(solvers: Sequence[str]) -> dict[str, Style]:
+    """A look per solver label ("adam" or "adam, lr=0.1"): the optimizer's when each optimizer is one solver,
+    else a palette; labels with the optimizer's display name ("Adam, lr=0.1")."""
+    heads = [str(s).partition(", ")[0] for s in solvers]
+    own = len(set(heads)) == len(heads) and all(h.lower() in OPTIMIZER_COLORS for h in heads)
+    colors = _palette(len(solvers))
+    styles = {}
+    for i, (solver, head) in enumerate(zip(solvers, heads, strict=True)):
+        look = optimizer_style(head)
+        rest = str(solver)[len(head):]
+        styles[solver] = Style(look.color if own else colors[i], look.marker, look.label + rest)
+    return styles
 
 
 def performance_profile_plot(profile: pd.DataFrame, logx: bool = True) -> Figure:
     """Dolan–Moré profiles: ρ(τ), the share of problems a solver solves within τ times the best, as steps.
 
     Higher and further left is better; ρ(1) is how often a solver is the best. Infinite τ (never solved)
-    are not drawn: the curve simply stays below 1.
+    are not drawn: the curve simply stays below 1. Solvers that are settings ("adam, lr=0.1") get a palette.
     """
     for c in ("solver", "tau", "rho"):
         if c not in profile.columns:
@@ -532,14 +698,15 @@ def performance_profile_plot(profile: pd.DataFrame, logx: bool = True) -> Figure
     data = profile[np.isfinite(profile["tau"].astype(float))]
     if data.empty:
         raise ValueError("profile has no finite tau")
-    solvers = _order(data["solver"], OPTIMIZER_COLUMN)
+    solvers = sorted(pd.unique(data["solver"]), key=lambda s: (_optimizer_rank(str(s).partition(", ")[0]), str(s)))
+    styles = _solver_styles(solvers)
     right = max(float(data["tau"].max()) * 1.05, 2.0)  # every curve runs to the same right edge
-    fig = new_figure((6.0, 4.0))
+    fig = new_figure((5.0 + _legend_width([styles[s].label for s in solvers], "solver"), 4.0))
     ax = fig.subplots()
     for solver in solvers:
         part = data[data["solver"] == solver].sort_values(["tau", "rho"])
         tau, rho = part["tau"].to_numpy(dtype=float), part["rho"].to_numpy(dtype=float)
-        style = optimizer_style(solver)
+        style = styles[solver]
         ax.step(np.r_[tau, right], np.r_[rho, rho[-1]], where="post", color=style.color, label=style.label, lw=1.6)
     if logx:
         ax.set_xscale("log", base=2)
@@ -548,8 +715,9 @@ def performance_profile_plot(profile: pd.DataFrame, logx: bool = True) -> Figure
     ax.set_xlabel("τ (ratio to the best solver)")
     ax.set_ylabel("ρ(τ): share of problems within τ")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    _move_legend_right(fig, ax, "solver")
     about = profile.attrs  # stats.performance_profile records what was compared
-    detail = f": {about['metric']} over {about['problems']} problems" if {"metric", "problems"} <= about.keys() else ""
+    detail = (f": {axis_label(about['metric'])} over {about['problems']} problems"
+              if {"metric", "problems"} <= about.keys() else "")
     ax.set_title(f"performance profile{detail}", fontsize=10)
     return fig

@@ -270,7 +270,8 @@ def load_runs(
     Columns: `BASE_COLUMNS` (start_time as UTC timestamps, duration_s NaN while running), then every
     param under its dotted name with values parsed (`parse_param`; absent → NaN), then the latest value
     of each summary metric (`is_summary_metric`). Rows are sorted by start time. `attrs` holds the
-    experiment name and id and the tracking URI (`load_history` reuses it).
+    experiment name and id, the tracking URI (`load_history` reuses it) and `params`, the param columns
+    (`analysis.groups` groups runs by them; pandas drops attrs on merge, so add columns with `map`).
     Raises AnalysisError for an unknown experiment, an experiment without job runs, or a filter that
     matches nothing.
     """
@@ -314,7 +315,8 @@ def load_runs(
     frame["duration_s"] = frame["duration_s"].astype("float64")
     frame["diverged_at_step"] = frame["diverged_at_step"].astype("Int64")
     frame = frame.sort_values(["start_time", "run_name"], kind="stable").reset_index(drop=True)
-    frame.attrs.update({"experiment": experiment, "experiment_id": experiment_id, "tracking_uri": uri})
+    frame.attrs.update({"experiment": experiment, "experiment_id": experiment_id, "tracking_uri": uri,
+                        "params": tuple(_free(k) for k in param_keys)})
     return frame
 
 

@@ -5,6 +5,10 @@ a normal approximation), comparisons use Welch's test (no equal-variance assumpt
 optimizers), and the performance profile (Dolan & Moré 2002, as in AlgoPerf) summarises many
 model/data set problems at once while counting a diverged optimizer as failing the problem.
 
+Groups are configurations: by default `aggregate` and `compare_to_baseline` group by every identity key
+(config minus seed, `analysis.groups`) that varies, so no row or comparison mixes runs whose configs differ in
+anything but the seed; an explicit `by` may pool, and the result's `attrs["grouping"].pooled` says what was.
+
 Inputs are `load_runs` / `load_history` frames, but any frame with the named columns works; without
 an `outcome` column every row counts as finished.
 """
@@ -13,27 +17,29 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from descentlab.analysis.groups import Grouping, group_runs, iter_groups, value_text
+from descentlab.analysis.labels import setting_label
 from descentlab.analysis.runs import AnalysisError
 
 __all__ = [
-    "DEFAULT_BY",
     "DEFAULT_METRICS",
     "OUTCOMES",
     "aggregate",
     "compare_to_baseline",
+    "grouping_for",
     "performance_profile",
     "performance_ratios",
+    "split_arms",
     "steps_to_target",
     "t_interval",
 ]
 
-DEFAULT_BY = ("optimizer.name", "model.name", "dataset.name")
 DEFAULT_METRICS = ("final/train_loss", "final/test_acc", "best/test_acc", "duration_s")
 OUTCOMES = ("finished", "diverged", "failed", "killed", "running")  # `load_runs`' labels; they partition the runs
 
@@ -50,15 +56,6 @@ def _outcomes(frame: pd.DataFrame) -> pd.Series:
     if "outcome" in frame.columns:
         return frame["outcome"].astype(object)
     return pd.Series("finished", index=frame.index, dtype=object)
-
-
-def _groups(frame: pd.DataFrame, by: list[str]) -> Iterator[tuple[tuple[Hashable, ...], pd.DataFrame]]:
-    """(key tuple, rows) per group, missing keys (NaN) kept as their own group; one group when `by` is empty."""
-    if not by:
-        yield (), frame
-        return
-    for key, rows in frame.groupby(by, dropna=False, sort=True):
-        yield (key if isinstance(key, tuple) else (key,)), rows
 
 
 def _numeric(values: pd.Series) -> np.ndarray:
@@ -86,9 +83,17 @@ def _check_confidence(confidence: float) -> None:
         raise AnalysisError(f"confidence must be in (0, 1), got {confidence}")
 
 
+def grouping_for(runs: pd.DataFrame, by: Sequence[str] | None, exclude: Sequence[str] = ()) -> Grouping:
+    """`group_runs` for a stats function: by=None is one configuration per group; given names that are not
+    columns are ignored (none at all is an error)."""
+    if by is None:
+        return group_runs(runs, exclude=exclude)
+    return group_runs(runs, _existing(runs, by, "grouping columns", required=True), exclude=exclude)
+
+
 def aggregate(
     runs: pd.DataFrame,
-    by: Sequence[str] = DEFAULT_BY,
+    by: Sequence[str] | None = None,
     metrics: Sequence[str] = DEFAULT_METRICS,
     confidence: float = 0.95,
     *,
@@ -100,16 +105,21 @@ def aggregate(
     runs, finished, diverged, failed, killed, running` (the last five partition `runs`; `failed`
     excludes diverged runs). Metric statistics use FINISHED runs only by default — a killed run's
     duration or a running run's best accuracy so far would bias them; runs missing the metric are
-    left out of n. Non-finite values (inf, NaN) are left out too. `by` and `metrics` names that are
-    not columns are ignored; none at all is an error. n = 1 gives NaN std and bounds.
+    left out of n. Non-finite values (inf, NaN) are left out too. n = 1 gives NaN std and bounds.
+
+    `by=None` groups by every identity key that varies (`groups.group_runs`): a row is one configuration,
+    its n the seeds that finished. A given `by` groups by those columns (names that are not columns are
+    ignored, none at all is an error) and may pool configurations. `attrs["grouping"]` (a `Grouping`)
+    says which columns to show, what every row shares and what was pooled.
     """
     _check_confidence(confidence)
     runs = runs.reset_index(drop=True)
-    by_cols = _existing(runs, by, "grouping columns", required=True)
     metric_cols = _existing(runs, metrics, "metrics", required=True)
+    grouping = grouping_for(runs, by, exclude=metric_cols)
+    by_cols = list(grouping.by)
     outcome = _outcomes(runs)
     rows = []
-    for key, group in _groups(runs, by_cols):
+    for key, group in iter_groups(runs, by_cols):
         out = outcome.loc[group.index]
         counts = {o: int((out == o).sum()) for o in OUTCOMES}
         used = group[out == "finished"] if only_finished else group
@@ -119,7 +129,7 @@ def aggregate(
                          "ci_low": low, "ci_high": high, "runs": len(group), **counts})
     columns = [*by_cols, "metric", "n", "mean", "std", "ci_low", "ci_high", "runs", *OUTCOMES]
     result = pd.DataFrame(rows, columns=columns)
-    result.attrs["confidence"] = confidence
+    result.attrs.update({"confidence": confidence, "grouping": grouping})
     return result
 
 
@@ -206,26 +216,40 @@ def _paired(other: pd.DataFrame, base: pd.DataFrame, metric: str, pair_on: str |
     return out
 
 
+def split_arms(columns: Sequence[str], on: str = "optimizer.name") -> tuple[list[str], list[str]]:
+    """(context, arms): `on` and the other keys of its config group (`optimizer.*`) are the arms compared;
+    the rest is the context both sides must share."""
+    prefix = on.rsplit(".", 1)[0] + "." if "." in on else None
+    arms = [on, *(c for c in columns if c != on and prefix is not None and c.startswith(prefix))]
+    return [c for c in columns if c not in arms], arms
+
+
 def compare_to_baseline(
     runs: pd.DataFrame,
     baseline: str,
     metric: str,
-    by: Sequence[str] = ("model.name", "dataset.name"),
+    by: Sequence[str] | None = None,
     on: str = "optimizer.name",
     *,
     confidence: float = 0.95,
     pair_on: str | None = "seed",
     only_finished: bool = True,
 ) -> pd.DataFrame:
-    """Each other `on` value against `baseline` within each group: difference of means (other − baseline).
+    """Each other `on` setting against the `baseline` ones of the same context: difference of means (other − baseline).
 
-    Columns: `*by, on, baseline, n, n_baseline, mean, mean_baseline, diff, ci_low, ci_high, t, df, p`
-    — Welch's interval and test (scipy.stats.ttest_ind(equal_var=False)), NaN unless both sides have
-    ≥ 2 runs — and `n_pairs, paired_diff, paired_ci_low, paired_ci_high, paired_p`: the paired t test
-    (ttest_rel) over the `pair_on` values (seeds) both sides share, which is sharper when seeds are
-    common random numbers (same init and batches); NaN when a side has several runs per seed.
-    Only finished runs with a finite metric are used by default. Groups without baseline runs still
-    get rows (n_baseline 0, NaN statistics).
+    Like with like: an Adam and an SGD run always differ in `optimizer.*`, so the unit compared (an arm)
+    is a setting of `on` and the other keys of its group that vary (e.g. `optimizer.lr`), and both sides
+    must share the context, everything else but the seed. `by=None` takes the context from the runs (every
+    varying identity key outside the optimizer group); a given `by` is the context (optimizer-group keys in
+    it become arms) and may pool: `attrs["grouping"].pooled` says what. Each other arm gets one row per
+    baseline arm of its context, or one row with n_baseline 0 (NaN statistics) when the context has none.
+
+    Columns: `*context, *arms, baseline, baseline <arm key>..., n, n_baseline, mean, mean_baseline, diff,
+    ci_low, ci_high, t, df, p` — Welch's interval and test (scipy.stats.ttest_ind(equal_var=False)), NaN
+    unless both sides have ≥ 2 runs — and `n_pairs, paired_diff, paired_ci_low, paired_ci_high, paired_p`:
+    the paired t test (ttest_rel) over the `pair_on` values (seeds) both sides share, which is sharper when
+    seeds are common random numbers (same init and batches); NaN when a side has several runs per seed.
+    Only finished runs with a finite metric are used by default.
     """
     _check_confidence(confidence)
     for column in (on, metric):
@@ -235,30 +259,43 @@ def compare_to_baseline(
     values = sorted({str(v) for v in runs[on].dropna()})
     if baseline not in values:
         raise AnalysisError(f"baseline {baseline!r} is not a value of {on}; values: {', '.join(values)}")
-    by_cols = _existing(runs, by, "grouping columns", required=False)
+    if by is None:
+        grouping = group_runs(runs, exclude=[metric])
+        columns = list(grouping.shown)
+    else:
+        columns = [*_existing(runs, by, "grouping columns", required=False), on]
+        grouping = group_runs(runs, list(dict.fromkeys(columns)), exclude=[metric])
+    context, arms = split_arms(list(dict.fromkeys(columns)), on)
     used = runs[_outcomes(runs) == "finished"] if only_finished else runs
     used = used[np.isfinite(_numeric(used[metric]))].copy()
     used[metric] = _numeric(used[metric])
     rows = []
-    for key, group in _groups(runs, by_cols):
+    for key, group in iter_groups(runs, context):
         in_group = used.loc[used.index.intersection(group.index)]
-        base = in_group[in_group[on].astype(str) == baseline]
-        b = base[metric].to_numpy(dtype=float)
-        for other_name in sorted({str(v) for v in group[on].dropna()} - {baseline}):
-            other = in_group[in_group[on].astype(str) == other_name]
+        settings = [(dict(zip(arms, arm, strict=True)), rows_) for arm, rows_ in iter_groups(group, arms)]
+        bases = [(arm, rows_) for arm, rows_ in settings if str(arm[on]) == baseline] or [(None, group.iloc[0:0])]
+        for arm, arm_rows in settings:
+            if str(arm[on]) == baseline or pd.isna(arm[on]):
+                continue
+            other = in_group.loc[in_group.index.intersection(arm_rows.index)]
             o = other[metric].to_numpy(dtype=float)
-            rows.append({
-                **dict(zip(by_cols, key, strict=True)), on: other_name, "baseline": baseline,
-                "n": len(o), "n_baseline": len(b),
-                "mean": float(o.mean()) if len(o) else math.nan,
-                "mean_baseline": float(b.mean()) if len(b) else math.nan,
-                **_welch(o, b, confidence),
-                **_paired(other, base, metric, pair_on, confidence),
-            })
-    columns = [*by_cols, on, "baseline", "n", "n_baseline", "mean", "mean_baseline", "diff", "ci_low", "ci_high",
-               "t", "df", "p", "n_pairs", "paired_diff", "paired_ci_low", "paired_ci_high", "paired_p"]
+            for base_arm, base_rows in bases:
+                base = in_group.loc[in_group.index.intersection(base_rows.index)]
+                b = base[metric].to_numpy(dtype=float)
+                rows.append({
+                    **dict(zip(context, key, strict=True)), **arm, "baseline": baseline,
+                    **{f"baseline {k}": (base_arm or {}).get(k, math.nan) for k in arms[1:]},
+                    "n": len(o), "n_baseline": len(b),
+                    "mean": float(o.mean()) if len(o) else math.nan,
+                    "mean_baseline": float(b.mean()) if len(b) else math.nan,
+                    **_welch(o, b, confidence),
+                    **_paired(other, base, metric, pair_on, confidence),
+                })
+    columns = [*context, *arms, "baseline", *(f"baseline {k}" for k in arms[1:]), "n", "n_baseline", "mean",
+               "mean_baseline", "diff", "ci_low", "ci_high", "t", "df", "p", "n_pairs", "paired_diff",
+               "paired_ci_low", "paired_ci_high", "paired_p"]
     result = pd.DataFrame(rows, columns=columns)
-    result.attrs.update({"metric": metric, "confidence": confidence})
+    result.attrs.update({"metric": metric, "confidence": confidence, "grouping": grouping})
     return result
 
 
@@ -266,7 +303,7 @@ def performance_ratios(
     runs: pd.DataFrame,
     metric: str,
     problem: Sequence[str] = ("model.name", "dataset.name"),
-    solver: str = "optimizer.name",
+    solver: str | Sequence[str] = "optimizer.name",
     lower_is_better: bool = True,
 ) -> pd.DataFrame:
     """Problems × solvers table of r = performance / best performance on the problem (≥ 1; inf = failed).
@@ -275,11 +312,15 @@ def performance_ratios(
     count as infinitely bad, so one diverged seed makes the solver fail the problem; a solver with no
     runs on a problem fails it too. Killed and running runs, and finished runs without the metric, are
     ignored. Values must be positive (ratios of losses, times, accuracies); the problem columns that
-    exist are used (none: a single problem).
+    exist are used (none: a single problem). Several `solver` columns make each of their settings a
+    solver, labelled "adam, lr=0.1" (`labels.setting_label`), so runs at different learning rates are
+    never averaged into one solver.
     """
-    for column in (solver, metric):
+    solver_cols = [solver] if isinstance(solver, str) else list(solver)
+    for column in (*solver_cols, metric):
         if column not in runs.columns:
             raise AnalysisError(f"no column {column!r} in the runs")
+    labels = _solver_labels(runs, solver_cols)
     problem_cols = _existing(runs, problem, "problem columns", required=False)
     outcome = _outcomes(runs)
     value = pd.Series(_numeric(runs[metric]), index=runs.index)
@@ -287,17 +328,17 @@ def performance_ratios(
     value[outcome.isin(["diverged", "failed"])] = bad
     keep = (outcome.isin(["finished", "diverged", "failed"]) & value.notna()).to_numpy()
     cells = runs.loc[keep, problem_cols].copy()
-    cells["_solver"] = runs.loc[keep, solver].astype(str)
+    cells["_solver"] = labels[keep]
     cells["_value"] = value[keep]
     finite = cells["_value"][np.isfinite(cells["_value"])]
     if (finite <= 0).any():
         raise AnalysisError(f"performance ratios need positive values; {metric} has {finite.min():g}")
     if problem_cols:
-        cells["_problem"] = list(cells[problem_cols].astype(str).itertuples(index=False, name=None))
-        cells["_problem"] = cells["_problem"].map(" / ".join)
+        cells["_problem"] = [" / ".join(value_text(v) for v in row)
+                             for row in cells[problem_cols].itertuples(index=False, name=None)]
     else:
         cells["_problem"] = "all"
-    solvers = sorted(runs[solver].dropna().astype(str).unique())
+    solvers = sorted(labels.dropna().unique())
     perf = cells.pivot_table(index="_problem", columns="_solver", values="_value", aggfunc="mean")
     perf = perf.reindex(columns=solvers).fillna(bad)
     best = perf.min(axis=1) if lower_is_better else perf.max(axis=1)
@@ -308,11 +349,18 @@ def performance_ratios(
     return ratio
 
 
+def _solver_labels(runs: pd.DataFrame, columns: list[str]) -> pd.Series:
+    if len(columns) == 1:
+        return runs[columns[0]].map(lambda v: v if pd.isna(v) else str(v))
+    return pd.Series([setting_label(zip(columns, row, strict=True))
+                      for row in runs[columns].itertuples(index=False, name=None)], index=runs.index, dtype=object)
+
+
 def performance_profile(
     runs: pd.DataFrame,
     metric: str,
     problem: Sequence[str] = ("model.name", "dataset.name"),
-    solver: str = "optimizer.name",
+    solver: str | Sequence[str] = "optimizer.name",
     taus: Sequence[float] | np.ndarray | None = None,
     lower_is_better: bool = True,
 ) -> pd.DataFrame:

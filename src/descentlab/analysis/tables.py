@@ -2,7 +2,8 @@
 
 Why wrappers: the optional helpers (`tabulate` for Markdown, `rich` for terminals) may be missing, and
 each output has a small fallback so a report never fails on formatting; LaTeX escaping of metric
-names such as `final/train_loss` is done once here.
+names such as `final/train_loss` is done once here. A table wider than the terminal is printed in parts
+that repeat the group columns (as pandas does), so no header such as `final/train_loss` is ever folded.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from descentlab.analysis.groups import NOT_LOGGED, iter_groups
 from descentlab.analysis.runs import AnalysisError
 from descentlab.analysis.stats import OUTCOMES
 
@@ -29,9 +31,11 @@ __all__ = [
     "to_csv",
     "to_latex",
     "to_markdown",
+    "to_markdown_report",
 ]
 
 MISSING = "n/a"
+NO_INTERVAL = "n=1, no interval"  # a group with one finished run: a mean, no interval
 
 
 def _cell(value: object, floatfmt: str) -> str:
@@ -58,6 +62,13 @@ def to_markdown(df: pd.DataFrame, *, index: bool = False, floatfmt: str = ".4g")
         if not _is_numeric(escaped[column]):
             escaped[column] = [_cell(v, floatfmt).replace("|", r"\|") for v in escaped[column]]
     return escaped.to_markdown(index=index, floatfmt=floatfmt)
+
+
+def to_markdown_report(df: pd.DataFrame, title: str | None = None, *, floatfmt: str = ".4g") -> str:
+    """A Markdown section: `# title`, the table's notes (`attrs["notes"]`: what was pooled...) as a list, the table."""
+    head = [f"# {title}", ""] if title else []
+    notes = [f"- {note}" for note in df.attrs.get("notes", ())]
+    return "\n".join([*head, *notes, *([""] if notes else []), to_markdown(df, floatfmt=floatfmt)]) + "\n"
 
 
 def to_latex(
@@ -90,27 +101,65 @@ def to_csv(df: pd.DataFrame, path: str | os.PathLike[str], *, index: bool = Fals
     return path
 
 
-def _rich_table(df: pd.DataFrame, title: str | None, floatfmt: str):  # -> rich.table.Table
+def _key_count(df: pd.DataFrame) -> int:
+    """How many leading columns name a row (repeated in every part): those before `runs`, else the first."""
+    columns = list(df.columns)
+    return columns.index("runs") if "runs" in columns and columns.index("runs") > 0 else min(1, len(columns))
+
+
+def _parts(df: pd.DataFrame, width: int, floatfmt: str) -> list[list[str]]:
+    """Column lists that each fit in `width` cells: the key columns in every part, the others in order."""
+    from rich.cells import cell_len
+
+    def need(column: object) -> int:  # widest cell or header, plus rich's padding (2) and a border (1)
+        return max([cell_len(str(column)), *(cell_len(_cell(v, floatfmt)) for v in df[column])]) + 3
+
+    columns = list(df.columns)
+    keys, rest = columns[: _key_count(df)], columns[_key_count(df):]
+    base = 1 + sum(need(c) for c in keys)
+    parts: list[list[str]] = []
+    current: list[str] = []
+    used = base
+    for column in rest:
+        if current and used + need(column) > width:
+            parts.append(current)
+            current, used = [], base
+        current.append(column)
+        used += need(column)
+    parts.append(current)
+    return [[*keys, *part] for part in parts]
+
+
+def _rich_tables(df: pd.DataFrame, title: str | None, floatfmt: str, width: int) -> list:  # -> list[rich Table]
+    """The table as rich Tables that fit `width`; headers are never narrower than their text (min_width)."""
+    from rich.cells import cell_len
     from rich.table import Table
 
-    table = Table(title=title)
-    for column in df.columns:
-        table.add_column(str(column), justify="right" if _is_numeric(df[column]) else "left", overflow="fold")
-    for row in df.itertuples(index=False):
-        table.add_row(*(_cell(v, floatfmt) for v in row))
-    return table
+    parts = _parts(df, width, floatfmt) if len(df.columns) else [[]]
+    tables = []
+    for i, columns in enumerate(parts):
+        name = title if i == 0 else f"{title or 'table'} (continued, {i + 1}/{len(parts)})"
+        table = Table(title=name if title or i else None)
+        for column in columns:
+            table.add_column(str(column), justify="right" if _is_numeric(df[column]) else "left", overflow="fold",
+                             min_width=cell_len(str(column)))
+        for row in df[columns].itertuples(index=False):
+            table.add_row(*(_cell(v, floatfmt) for v in row))
+        tables.append(table)
+    return tables
 
 
 def _plain_text(df: pd.DataFrame, title: str | None, floatfmt: str) -> str:
     body = df.to_string(index=False, float_format=lambda v: format(v, floatfmt), na_rep="")
-    return f"{title}\n{body}" if title else body
+    notes = list(df.attrs.get("notes", ()))
+    return "\n".join([*([title] if title else []), body, *notes])
 
 
 def render_rich(df: pd.DataFrame, title: str | None = None, *, width: int | None = None,
                 floatfmt: str = ".4g") -> str:
     """The table as rich draws it, as plain text (no colour codes); pandas' text table if rich is missing.
 
-    `width` defaults to the terminal's (120 when there is none).
+    `width` defaults to the terminal's (120 when there is none). Notes (`attrs["notes"]`) follow the table.
     """
     width = width or shutil.get_terminal_size((120, 24)).columns
     try:
@@ -119,12 +168,19 @@ def render_rich(df: pd.DataFrame, title: str | None = None, *, width: int | None
         return _plain_text(df, title, floatfmt)
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, color_system=None, force_terminal=False, highlight=False)
-    console.print(_rich_table(df, title, floatfmt))
+    _print_rich(console, df, title, floatfmt)
     return buffer.getvalue().rstrip("\n")
 
 
+def _print_rich(console, df: pd.DataFrame, title: str | None, floatfmt: str) -> None:
+    for table in _rich_tables(df, title, floatfmt, console.width):
+        console.print(table)
+    for note in df.attrs.get("notes", ()):
+        console.print(note, markup=False, highlight=False)
+
+
 def print_table(df: pd.DataFrame, title: str | None = None, *, floatfmt: str = ".4g") -> None:
-    """Print to the terminal with rich (colours when it is a terminal), else as pandas text."""
+    """Print to the terminal with rich (colours when it is a terminal), else as pandas text; notes follow."""
     try:
         from rich.console import Console
     except ImportError:
@@ -132,7 +188,7 @@ def print_table(df: pd.DataFrame, title: str | None = None, *, floatfmt: str = "
         return
     # Off a terminal (logs, CI) rich assumes 80 columns and wraps every cell; give it room instead.
     width = None if sys.stdout.isatty() else 160
-    Console(highlight=False, width=width).print(_rich_table(df, title, floatfmt))
+    _print_rich(Console(highlight=False, width=width), df, title, floatfmt)
 
 
 def format_mean_ci(mean: float, half_width: float) -> str:
@@ -145,7 +201,7 @@ def format_mean_ci(mean: float, half_width: float) -> str:
         return MISSING if mean is None or math.isnan(mean) else str(mean)
     if half_width is None or not math.isfinite(half_width):
         return format(mean, ".4g")
-    if half_width == 0:
+    if half_width <= 1e-12 * abs(mean):  # equal values up to rounding (0.95 three times): no spread
         return f"{mean:.4g} ± 0"
     decimals = 1 - math.floor(math.log10(half_width))
     if decimals > 6 or decimals < -3 or abs(mean) >= 1e7:
@@ -157,21 +213,27 @@ def format_mean_ci(mean: float, half_width: float) -> str:
 def format_summary(agg: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
     """The `aggregate` table made readable: one row per group, one "mean ± CI half-width" column per metric.
 
-    Columns: the grouping columns, `runs`, `finished`, `not finished` ("1 diverged, 1 killed"), then
-    one text column per metric. A metric whose n differs from the finished count shows it ("(n=2)").
+    Columns: the grouping columns `attrs["grouping"].shown` says to show (all of them without it; a param a
+    run did not log reads "(not logged)"), `runs`, `finished`, `not finished` ("1 diverged, 1 killed"),
+    then one text column per metric. A metric whose n differs from the finished count shows it ("(n=2)");
+    a mean over one run says so instead of showing a bare number: "0.5 (n=1, no interval)".
+    `attrs["notes"]`: what the cells mean, what was pooled, what every row shares (`Grouping.notes`).
     """
     if "metric" not in agg.columns or "mean" not in agg.columns:
         raise AnalysisError("format_summary expects the output of aggregate() (metric, mean, ci_low, ci_high, ...)")
     by = list(agg.columns[: list(agg.columns).index("metric")])
+    grouping = agg.attrs.get("grouping")
+    shown = [c for c in by if grouping is None or c in grouping.shown]
     wanted = list(dict.fromkeys(agg["metric"])) if metrics is None else list(metrics)
     unknown = [m for m in wanted if m not in set(agg["metric"])]
     if unknown:
         raise AnalysisError(f"metrics not in the aggregate: {', '.join(unknown)}")
     rows = []
-    groups = agg.groupby(by, sort=False, dropna=False) if by else [((), agg)]
-    for key, group in groups:
+    single = False
+    for key, group in iter_groups(agg, by):
         first = group.iloc[0]
-        row: dict[str, object] = dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True))
+        row: dict[str, object] = {c: NOT_LOGGED if pd.isna(v) else v
+                                  for c, v in zip(by, key, strict=True) if c in shown}
         finished = int(first["finished"]) if "finished" in group else None
         if "runs" in group:
             row["runs"] = int(first["runs"])
@@ -185,11 +247,21 @@ def format_summary(agg: pd.DataFrame, metrics: Sequence[str] | None = None) -> p
                 row[metric] = MISSING
                 continue
             s = by_metric.loc[metric]
+            n = int(s["n"])
             text = format_mean_ci(float(s["mean"]), (float(s["ci_high"]) - float(s["ci_low"])) / 2)
-            if finished is not None and int(s["n"]) != finished and text != MISSING:
-                text += f" (n={int(s['n'])})"
+            if n == 1 and text != MISSING:
+                text += f" ({NO_INTERVAL})"
+                single = True
+            elif finished is not None and n != finished and text != MISSING:
+                text += f" (n={n})"
             row[metric] = text
         rows.append(row)
     result = pd.DataFrame(rows)
     result.attrs.update(agg.attrs)
+    level = f"{100 * agg.attrs.get('confidence', 0.95):g}%"
+    cells = (f"cells: mean ± half-width of the {level} Student-t interval over the finished runs (seeds)"
+             + (f"; {NO_INTERVAL}: a single run" if single else ""))
+    notes = grouping.notes() if grouping is not None else []
+    pooled = notes[:1] if grouping is not None and grouping.pooled else []  # the first thing a reader must know
+    result.attrs["notes"] = [*pooled, cells, *notes[len(pooled):]]
     return result
