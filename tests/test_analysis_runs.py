@@ -105,8 +105,9 @@ def build_store(root: Path) -> Store:
     empty = client.create_experiment("empty", artifact_location=(root / "artifacts" / "empty").as_uri())
     client.create_experiment("nothing", artifact_location=(root / "artifacts" / "nothing").as_uri())
     ids: dict[str, str] = {}
-    for key, sweep_dir, start in (("P1", SWEEP1, T0), ("P2", SWEEP2, T0 + 3_600_000)):
-        run = client.create_run(exp, start_time=start, run_name=f"sweep-{key}", tags={"sweep_dir": sweep_dir})
+    # Sweep 1's parent as older versions tagged it, sweep 2's as today (its jobs name no folder: the parent does).
+    for key, tag, sweep_dir, start in (("P1", "sweep_dir", SWEEP1, T0), ("P2", "sweep.dir", SWEEP2, T0 + 3_600_000)):
+        run = client.create_run(exp, start_time=start, run_name=f"sweep-{key}", tags={tag: sweep_dir})
         ids[key] = run.info.run_id
     parent_only = client.create_run(empty, start_time=T0, run_name="sweep-x", tags={"sweep_dir": "multirun/x"})
     client.set_terminated(parent_only.info.run_id, "FINISHED")
@@ -115,8 +116,9 @@ def build_store(root: Path) -> Store:
         start = T0 + 60_000 * (i + 1)
         tags = {"config_hash": f"hash{i:02d}", "task": "classify", **job.tags}
         if job.sweep:
-            tags.update({"mlflow.parentRunId": ids[f"P{job.sweep}"], "hydra.job_num": str(i),
-                         "hydra.sweep_dir": SWEEP1 if job.sweep == "1" else SWEEP2})
+            tags.update({"mlflow.parentRunId": ids[f"P{job.sweep}"], "hydra.job_num": str(i)})
+            if job.sweep == "1":
+                tags["hydra.sweep_dir"] = SWEEP1
         run = client.create_run(exp, start_time=start, run_name=job.name, tags=tags)
         run_id = ids[job.name] = run.info.run_id
         client.log_batch(run_id, params=[Param(k, v) for k, v in _params(job).items()])

@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from descentlab.data import DATASET_NAMES
-from descentlab.identity import NON_SEMANTIC_KEYS
+from descentlab.identity import NON_SEMANTIC_KEYS, is_semantic  # noqa: F401 - NON_SEMANTIC_KEYS re-exported
 from descentlab.nn import ACTIVATIONS, init_std
 from descentlab.objectives import OBJECTIVES
 from descentlab.optim import OPTIMIZERS, make_optimizer
@@ -364,7 +364,7 @@ def semantic_config(cfg: DictConfig) -> dict[str, Any]:
     return {
         key: value
         for key, value in run_params(cfg).items()
-        if not any(key == skip or key.startswith(f"{skip}.") for skip in NON_SEMANTIC_KEYS)
+        if is_semantic(key)
     }
 
 

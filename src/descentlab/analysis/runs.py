@@ -278,7 +278,8 @@ def load_runs(
     client, uri = _client(tracking_uri)
     experiment_id = _experiment_id(client, uri, experiment)
     found = _search_all(client, experiment_id)
-    sweep_of_parent = {r.info.run_id: r.data.tags.get("sweep_dir", "") for r in found
+    # A sweep's parent names its folder in `sweep.dir` (older parents also, or only, in `sweep_dir`).
+    sweep_of_parent = {r.info.run_id: r.data.tags.get("sweep.dir") or r.data.tags.get("sweep_dir", "") for r in found
                        if "config_hash" not in r.data.tags}
     jobs = [r for r in found if "config_hash" in r.data.tags]
     if not jobs:
