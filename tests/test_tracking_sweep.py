@@ -14,14 +14,8 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # offline: telemetry once broke
 from descentlab.tracking.callbacks import describe_sweep
 from descentlab.tracking.run import RunTracker
 from descentlab.tracking.store import artifact_root_for, get_or_create_experiment, open_store, resolve_tracking_uri
-from descentlab.tracking.sweep import (
-    STATE_FILE,
-    describe,
-    finish_parent,
-    get_or_create_parent,
-    read_sweep_state,
-    write_description,
-)
+from descentlab.tracking.sweep import STATE_FILE, finish_parent, get_or_create_parent, read_sweep_state
+from descentlab.tracking.sweep_description import describe, write_description
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +183,8 @@ def test_a_sweep_is_named_by_what_it_sweeps() -> None:
         "sweep optimizer=sgd,momentum,adagrad,adam seed=0,1,2")
     assert describe_sweep(["seed=range(0,3)", "optimizer.lr=0.1"])["params"] == {"seed": "0,1,2", "optimizer.lr": "0.1"}
     assert describe_sweep(["optimizer=adam"])["name"] == "sweep optimizer=adam"  # nothing swept: the overrides
+    escaped = describe_sweep([r"tracking.uri=sqlite\:////tmp/x.db", "model.hidden_sizes=[100,50]"])["params"]
+    assert escaped == {"tracking.uri": "sqlite:////tmp/x.db", "model.hidden_sizes": "[100,50]"}
     assert describe_sweep([])["name"] == "sweep (no overrides)"
     many = describe(["x"], {f"key{i}": [str(v) for v in range(20)] for i in range(3)}, {}, 8000)
     assert many["name"] == "sweep key0×20 key1×20 key2×20" and many["n_jobs"] == 8000

@@ -92,7 +92,7 @@ class SweepCallback(Callback):
             return
         from descentlab.config import check_store
         from descentlab.tracking.store import needs_schema_creation, prepare_store, resolve_tracking_uri
-        from descentlab.tracking.sweep import write_description
+        from descentlab.tracking.sweep_description import write_description
 
         check_store(config.tracking)  # a malformed URI, a folder that is not writable or full: before any job
         uri = resolve_tracking_uri(config.tracking.uri, config.tracking.store_dir)
@@ -117,7 +117,7 @@ def describe_sweep(overrides: list[str]) -> dict[str, Any]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    from descentlab.tracking.sweep import describe
+    from descentlab.tracking.sweep_description import describe
 
     swept: dict[str, list[str]] = {}
     fixed: dict[str, str] = {}
@@ -125,7 +125,8 @@ def describe_sweep(overrides: list[str]) -> dict[str, Any]:
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.key_or_group
         if not override.is_sweep_override():
-            fixed[key] = override.get_value_element_as_str()
+            value = override.value()  # a string without Hydra's escapes (`sqlite\:///...` typed on the command line)
+            fixed[key] = value if isinstance(value, str) else override.get_value_element_as_str()
             continue
         try:
             swept[key] = list(override.sweep_string_iterator())

@@ -7,8 +7,8 @@ so a re-run whose jobs are all skipped leaves no empty parent behind.
 
 What the parent says about the sweep (its name, the whole command line as `hydra.overrides`, the swept keys and
 their values as params) comes from the launching process, which alone sees the sweep's arguments: it writes
-them to `<sweep_dir>/.sweep.json` before any job starts (`write_description`), and sets them again when it
-closes the parent (`finish_parent`), for jobs that could not read the folder. The closing summary counts the
+them to `<sweep_dir>/.sweep.json` before any job starts (`tracking.sweep_description`), and sets them again when
+it closes the parent (`finish_parent`), for jobs that could not read the folder. The closing summary counts the
 children by outcome, `rejected` (bad input, refused before training) among the failed, and lists those.
 """
 
@@ -18,8 +18,6 @@ import contextlib
 import fcntl
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -29,27 +27,22 @@ from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from descentlab.tracking.sweep_description import parent_identity, read_description, write_json
+
 __all__ = [
-    "DESCRIPTION_FILE",
     "LOCK_FILE",
     "REJECTED_TAG",
     "STATE_FILE",
     "finish_parent",
     "get_or_create_parent",
-    "parent_identity",
-    "read_description",
     "read_sweep_state",
-    "write_description",
 ]
 
 _log = logging.getLogger(__name__)
 
 STATE_FILE = ".mlflow_sweep.json"
 LOCK_FILE = ".mlflow_sweep.lock"
-DESCRIPTION_FILE = ".sweep.json"
-SWEEP_DIR_TAG = "sweep.dir"
 REJECTED_TAG = "rejected"  # on a job's run refused for bad input: "true"
-MAX_NAME = 100  # longer names list the swept keys with their numbers of values instead
 
 
 @contextlib.contextmanager
@@ -74,70 +67,6 @@ def read_sweep_state(sweep_dir: str | Path) -> dict[str, Any] | None:
     if not isinstance(state, dict) or not state.get("parent_run_id"):
         raise ValueError(f"{path} does not hold a parent_run_id: {state!r}")
     return state
-
-
-def _write_state(sweep_dir: Path, state: Mapping[str, Any], name: str = STATE_FILE) -> None:
-    """Write-then-rename, so a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=sweep_dir, prefix=name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(dict(state), f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, sweep_dir / name)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def describe(overrides: list[str], swept: Mapping[str, list[str]], fixed: Mapping[str, str],
-             n_jobs: int | None) -> dict[str, Any]:
-    """A sweep as its parent run shows it: `name`, the command line (`overrides`), `params`, `n_jobs`.
-
-    `swept`: each swept key's values as typed; `fixed`: the other overrides. The name lists the swept keys and
-    values (`sweep optimizer=sgd,adam seed=0,1,2`), or their numbers of values when that is too long.
-    """
-    listed = " ".join(f"{k}={','.join(v)}" for k, v in swept.items())
-    if len(listed) > MAX_NAME:
-        listed = " ".join(f"{k}×{len(v)}" for k, v in swept.items())
-    name = f"sweep {listed or ' '.join(overrides) or '(no overrides)'}"
-    if len(name) > MAX_NAME + 6:
-        name = name[: MAX_NAME + 5] + "…"
-    params = {**{k: ",".join(v) for k, v in swept.items()}, **dict(fixed)}
-    return {"name": name, "overrides": " ".join(overrides), "params": params, "swept": sorted(swept),
-            "n_jobs": n_jobs}
-
-
-def write_description(sweep_dir: str | Path, description: Mapping[str, Any]) -> None:
-    """Record the sweep's description (`describe`) where its jobs find it."""
-    folder = Path(sweep_dir).absolute()
-    folder.mkdir(parents=True, exist_ok=True)
-    _write_state(folder, description, DESCRIPTION_FILE)
-
-
-def read_description(sweep_dir: str | Path) -> dict[str, Any] | None:
-    """The launching process's description of the sweep, or None (not written, or not on this filesystem)."""
-    try:
-        found = json.loads((Path(sweep_dir) / DESCRIPTION_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return found if isinstance(found, dict) and "name" in found else None
-
-
-def parent_identity(sweep_dir: str | Path, description: Mapping[str, Any] | None
-                    ) -> tuple[str, dict[str, str], dict[str, str]]:
-    """Name, tags and params of the sweep's parent run (without a description: a name from the folder only)."""
-    tags = {SWEEP_DIR_TAG: str(Path(sweep_dir).absolute())}
-    if not description:
-        return f"sweep {Path(sweep_dir).name}", tags, {}
-    tags["hydra.overrides"] = str(description.get("overrides", ""))
-    if description.get("swept"):
-        tags["sweep.keys"] = ",".join(description["swept"])
-    if description.get("n_jobs") is not None:
-        tags["sweep.n_jobs"] = str(description["n_jobs"])
-    params = {str(k): str(v) for k, v in dict(description.get("params") or {}).items()}
-    return str(description["name"]), tags, params
 
 
 def _usable_parent(client: MlflowClient, run_id: str, experiment_id: str) -> Run | None:
@@ -178,13 +107,14 @@ def get_or_create_parent(client: MlflowClient, experiment_id: str, sweep_dir: st
         run = client.create_run(str(experiment_id), run_name=run_name, tags=tags)
         if params:
             client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()], synchronous=True)
-        _write_state(
+        write_json(
             sweep_dir,
             {
                 "parent_run_id": run.info.run_id,
                 "experiment_id": str(experiment_id),
                 "tracking_uri": str(client.tracking_uri),
             },
+            STATE_FILE,
         )
         return run.info.run_id
 
