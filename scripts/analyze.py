@@ -36,29 +36,6 @@ def columns(spec: str) -> tuple[str, ...]:
     return tuple(SHORT.get(part.strip(), part.strip()) for part in spec.split(",") if part.strip())
 
 
-def complete_block(runs, problem: list[str], solver: list[str]):  # -> tuple[pd.DataFrame, str | None]
-    """The runs a performance profile can compare fairly, and a note on what it leaves out.
-
-    A solver that never ran on a problem would count as failing it, so the profile keeps the solvers that
-    ran on at least two problems and the problems all of them ran on (any outcome: a diverged run still fails);
-    with fewer than two such solvers there is nothing to compare (an empty frame).
-    """
-    from descentlab.analysis.groups import setting_keys
-
-    p, s = setting_keys(runs, problem), setting_keys(runs, solver)
-    pairs = runs.assign(_p=p, _s=s)[["_p", "_s"]].drop_duplicates()
-    per_solver = pairs.groupby("_s")["_p"].nunique()
-    chosen = set(per_solver[per_solver >= 2].index)
-    if len(chosen) < 2:
-        return runs.iloc[0:0], None
-    per_problem = pairs[pairs["_s"].isin(chosen)].groupby("_p")["_s"].nunique()
-    kept = set(per_problem[per_problem == len(chosen)].index)
-    left = [f"{n} {what}" for n, what in ((pairs["_p"].nunique() - len(kept), "problem(s)"),
-                                          (len(per_solver) - len(chosen), "solver(s)")) if n]
-    block = runs[p.isin(kept) & s.isin(chosen)]
-    return block, ("left out, not run on every problem: " + ", ".join(left)) if left else None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiment")
@@ -142,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                 plots.save_figure(fig, out, "lr_sensitivity")
         problem, solver = stats.split_arms(shown) if OPTIMIZER in shown else (shown, [OPTIMIZER])
         if problem and OPTIMIZER in runs.columns and "final/train_loss" in runs.columns:
-            kept, left_out = complete_block(runs, problem, solver)
+            kept, left_out = stats.profile_block(runs, problem, solver)
             if len(kept) and kept[problem].astype(str).drop_duplicates().shape[0] > 1:
                 profile = stats.performance_profile(kept, "final/train_loss", problem=problem, solver=solver)
                 tables.to_csv(profile, out / "performance_profile.csv")

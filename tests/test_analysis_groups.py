@@ -25,7 +25,7 @@ from scipy import stats as sps
 from descentlab.analysis.groups import NOT_LOGGED, canonical, group_runs, identity_columns, iter_groups
 from descentlab.analysis.runs import AnalysisError, load_history, load_runs
 from descentlab.analysis.smoothing import smooth_kaiser
-from descentlab.analysis.stats import aggregate, compare_to_baseline
+from descentlab.analysis.stats import aggregate, compare_to_baseline, profile_block
 from descentlab.identity import NON_SEMANTIC_KEYS, SEED_KEY, is_semantic
 
 REPO = Path(__file__).resolve().parent.parent
@@ -361,19 +361,14 @@ def test_by_with_an_unknown_key_is_one_line(store: Store) -> None:
 
 
 def test_performance_profile_compares_solvers_on_the_problems_they_all_ran() -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("analyze_script", REPO / "scripts" / "analyze.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     frame = pd.DataFrame({"model.name": ["P1", "P1", "P2", "P2", "P3", "P3", "P1"],
                           "optimizer.name": ["A", "B", "A", "B", "A", "C", "A"],
                           "optimizer.lr": [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.01]})
-    block, note = script.complete_block(frame, ["model.name"], ["optimizer.name", "optimizer.lr"])
+    block, note = profile_block(frame, ["model.name"], ["optimizer.name", "optimizer.lr"])
     # A at lr 0.1 and B ran on P1 and P2; C (P3 only) and A at lr 0.01 (P1 only) would fail problems they never tried
     assert sorted(block.index) == [0, 1, 2, 3]
     assert note == "left out, not run on every problem: 1 problem(s), 2 solver(s)"
-    lonely, note = script.complete_block(frame[frame["optimizer.name"] != "B"], ["model.name"], ["optimizer.name"])
+    lonely, note = profile_block(frame[frame["optimizer.name"] != "B"], ["model.name"], ["optimizer.name"])
     assert lonely.empty and note is None  # one solver on several problems: nothing to compare
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from descentlab.analysis.groups import Grouping, group_runs, iter_groups, value_text
+from descentlab.analysis.groups import Grouping, group_runs, iter_groups, setting_keys, value_text
 from descentlab.analysis.labels import setting_label
 from descentlab.analysis.runs import AnalysisError
 
@@ -35,6 +35,7 @@ __all__ = [
     "grouping_for",
     "performance_profile",
     "performance_ratios",
+    "profile_block",
     "split_arms",
     "steps_to_target",
     "t_interval",
@@ -297,6 +298,28 @@ def compare_to_baseline(
     result = pd.DataFrame(rows, columns=columns)
     result.attrs.update({"metric": metric, "confidence": confidence, "grouping": grouping})
     return result
+
+
+def profile_block(runs: pd.DataFrame, problem: Sequence[str], solver: Sequence[str]
+                  ) -> tuple[pd.DataFrame, str | None]:
+    """The runs a performance profile can compare fairly, and a note on what it leaves out.
+
+    A solver that never ran on a problem would count as failing it, so the profile keeps the solvers that
+    ran on at least two problems and the problems all of them ran on (any outcome: a diverged run still fails);
+    with fewer than two such solvers there is nothing to compare (an empty frame).
+    """
+    p, s = setting_keys(runs, list(problem)), setting_keys(runs, list(solver))
+    pairs = runs.assign(_p=p, _s=s)[["_p", "_s"]].drop_duplicates()
+    per_solver = pairs.groupby("_s")["_p"].nunique()
+    chosen = set(per_solver[per_solver >= 2].index)
+    if len(chosen) < 2:
+        return runs.iloc[0:0], None
+    per_problem = pairs[pairs["_s"].isin(chosen)].groupby("_p")["_s"].nunique()
+    kept = set(per_problem[per_problem == len(chosen)].index)
+    left = [f"{n} {what}" for n, what in ((pairs["_p"].nunique() - len(kept), "problem(s)"),
+                                          (len(per_solver) - len(chosen), "solver(s)")) if n]
+    block = runs[p.isin(kept) & s.isin(chosen)]
+    return block, ("left out, not run on every problem: " + ", ".join(left)) if left else None
 
 
 def performance_ratios(
