@@ -62,6 +62,19 @@ class Store:
         return client.search_runs([exp.experiment_id], max_results=1000)
 
 
+def log_history_csv(client, run_id: str, points: list[tuple[int, str, float]], folder: Path) -> None:
+    """Log `points` (step, metric, value) as the run's `metrics.csv` artifact, as `RunTracker.log_history` does."""
+    import csv
+
+    path = folder / run_id / "metrics.csv"
+    path.parent.mkdir(parents=True)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", "metric", "value"])
+        writer.writerows((s, k, repr(v)) for s, k, v in points)
+    client.log_artifact(run_id, str(path))
+
+
 @pytest.fixture(autouse=True)
 def _own_signal_handlers() -> Iterator[None]:
     """A test that runs a job in this process (`app.run`) installs descentlab's SIGINT/SIGTERM handlers: give the

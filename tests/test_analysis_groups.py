@@ -9,7 +9,6 @@ old SGD run that did not log `training.sampling`. Some default runs differ only 
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import subprocess
@@ -22,6 +21,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
+from conftest import log_history_csv
 from descentlab.analysis.groups import NOT_LOGGED, canonical, group_runs, identity_columns, iter_groups
 from descentlab.analysis.runs import AnalysisError, load_history, load_runs
 from descentlab.analysis.smoothing import smooth_kaiser
@@ -127,13 +127,7 @@ def build_store(root: Path) -> Store:
             end, value = len(loss), final_loss(job)
             points += [(end, "final/train_loss", value), (end, "final/test_acc", 0.9 - value / 10)]
         client.log_batch(run_id, metrics=[Metric(k, v, start, s) for s, k, v in points[-50:]])
-        path = root / "tmp" / run_id / "metrics.csv"
-        path.parent.mkdir(parents=True)
-        with path.open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["step", "metric", "value"])
-            writer.writerows((s, k, repr(v)) for s, k, v in points)
-        client.log_artifact(run_id, str(path))
+        log_history_csv(client, run_id, points, root / "tmp")
         client.set_terminated(run_id, job.status, end_time=start + 5_000)
     client.set_terminated(parent.info.run_id, "FINISHED")
     return Store(root, uri)

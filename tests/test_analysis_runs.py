@@ -11,7 +11,6 @@ Finished runs log train/loss at steps 0..199 to metrics.csv but only every 10th 
 
 from __future__ import annotations
 
-import csv
 import math
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
+from conftest import log_history_csv
 from descentlab.analysis import runs as runs_mod
 from descentlab.analysis.runs import (
     BASE_COLUMNS,
@@ -134,13 +134,7 @@ def build_store(root: Path) -> Store:
         for chunk in range(0, len(stored), 1000):
             client.log_batch(run_id, metrics=[Metric(k, v, start, s) for s, k, v in stored[chunk:chunk + 1000]])
         if job.csv:
-            path = root / "tmp" / run_id / "metrics.csv"
-            path.parent.mkdir(parents=True)
-            with path.open("w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(["step", "metric", "value"])
-                writer.writerows((s, k, repr(v)) for s, k, v in points)
-            client.log_artifact(run_id, str(path))
+            log_history_csv(client, run_id, points, root / "tmp")
         if job.status != "RUNNING":
             client.set_terminated(run_id, job.status, end_time=start + int(job.duration * 1000))
     for key in ("P1", "P2"):
