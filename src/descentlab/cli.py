@@ -11,6 +11,7 @@ import atexit
 import contextlib
 import errno
 import os
+import signal
 import sys
 import threading
 import time
@@ -54,7 +55,9 @@ def guarded_main(main: Callable[[], object], entry_file: str) -> None:
         exc = raised.error if isinstance(raised, LaunchRefused) else raised
         summary = close_open_sweep()
         if full_error or not (isinstance(exc, input_errors()) or _storage_error(exc)):
-            raise exc from None if exc is not raised else raised
+            if exc is raised:
+                raise
+            raise exc from None  # what a Hydra callback refused (LaunchRefused only carried it past Hydra)
         if summary and summary.get("rejections") and not _storage_error(exc):
             sys.exit(2)  # the closing `sweep:` line named every rejected job and why
         if _storage_error(exc):
@@ -78,7 +81,7 @@ def _interrupted(exc: BaseException) -> None:
         close_open_sweep(status="KILLED")
     finally:
         killed = interrupts.stop_workers()
-        name = "SIGTERM" if code == 128 + 15 else "SIGINT" if code == 130 else f"signal {code - 128}"
+        name = signal.Signals(code - 128).name
         extra = f"; {len(killed)} leftover worker process(es) killed" if killed else ""
         print(f"interrupted ({name}){extra}", file=sys.stderr, flush=True)
     sys.exit(code)

@@ -210,7 +210,7 @@ def _announce(sweep_dir: Path) -> Path:
 
 def _announced_here(kind: str = "running") -> list[int]:
     """Pids announced in the watched sweep folders (`running` jobs or `workers`) on this host that are alive."""
-    import psutil
+    from descentlab.tracking.liveness import process_alive  # stdlib only: the check `tracking.repair` makes
 
     host, pids = socket.gethostname(), []
     for folder in _state.sweep_dirs:
@@ -220,16 +220,9 @@ def _announced_here(kind: str = "running") -> list[int]:
             except (OSError, ValueError):
                 continue  # removed meanwhile, or half written: its job is starting or gone
             pid = entry.get("pid")
-            if entry.get("host") == host and isinstance(pid, int) and pid != os.getpid() and _alive(psutil, pid):
+            if entry.get("host") == host and isinstance(pid, int) and pid != os.getpid() and process_alive(pid):
                 pids.append(pid)
     return pids
-
-
-def _alive(psutil: object, pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE  # type: ignore[attr-defined]
-    except psutil.Error:  # type: ignore[attr-defined]
-        return False
 
 
 def _stopped(sweep_dir: Path) -> int | None:

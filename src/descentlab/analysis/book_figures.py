@@ -14,10 +14,10 @@ from matplotlib.figure import Figure
 from descentlab.analysis.plots import (
     COMPLETE_OUTCOMES,
     OPTIMIZER_COLUMN,
-    _add_note,
     _excluded_note,
     _order,
     _select_runs,
+    add_note,
     curve_summary,
     new_figure,
     optimizer_style,
@@ -142,7 +142,7 @@ def figure_6_9(
                 markevery=_markevery(steps), label=style.label)
     _book_axes(ax, metric)
     ax.set_title(f"seed {seed}", fontsize=9)
-    _add_note(fig, _excluded_note(excluded[excluded["seed"] == seed]))
+    add_note(fig, _excluded_note(excluded[excluded["seed"] == seed]))
     return fig
 
 
@@ -172,5 +172,5 @@ def figure_6_9_ours(
     lo, hi = int(summary["n"].min()), int(summary["n"].max())
     seeds = f"{lo} seeds" if lo == hi else f"{lo}–{hi} seeds"
     ax.set_title(f"mean of {seeds} (each Kaiser-smoothed), {level:g}% t-band", fontsize=10)
-    _add_note(fig, _excluded_note(excluded))
+    add_note(fig, _excluded_note(excluded))
     return fig

@@ -204,9 +204,6 @@ def add_note(fig: Figure, note: str | None) -> None:
     fig.text(0.01, 0.0, note, fontsize=7, color="0.35", ha="left", va="top", gid=_NOTE_GID, wrap=True)
 
 
-_add_note = add_note  # the name book_figures imports
-
-
 def auto_logy(values: Iterable[float] | np.ndarray, decades: float = LOG_DECADES) -> bool:
     """True when the finite values are all positive and max/min exceeds 10**decades (log shows them better)."""
     v = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=float)

@@ -142,14 +142,13 @@ def _print_summary(summary: dict[str, Any] | None, description: dict[str, Any]) 
     """The sweep's closing lines: its counts, then every job refused for bad input with its overrides and reason."""
     if not summary:
         return summary  # no job created a parent (all skipped, or none started)
-    summary["swept"] = description.get("swept")
     of = f" of {summary['n_jobs']} jobs" if summary.get("n_jobs") else ""
     failed = f"{summary['failed']} failed" + (f" ({summary['rejected']} rejected)" if summary.get("rejected") else "")
     print(f"sweep{of}: {summary['finished']} finished, {failed}, {summary['killed']} killed "
           f"(parent run {summary['parent_run_id']}: {summary['status']})", file=sys.stderr, flush=True)
     rejections = summary.get("rejections") or []
     if rejections:
-        listed = "; ".join(f"[{_swept_only(overrides, summary.get('swept'))}] {reason}"
+        listed = "; ".join(f"[{_swept_only(overrides, description.get('swept'))}] {reason}"
                            for overrides, reason in rejections)
         print(f"sweep: {len(rejections)} job(s) rejected: {listed}", file=sys.stderr, flush=True)
     return summary
