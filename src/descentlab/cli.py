@@ -7,18 +7,14 @@ when the process fails is closed, so nothing is left RUNNING.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import errno
 import os
 import signal
 import sys
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from descentlab import startup
+from descentlab import compat, startup
 from descentlab.errors import LaunchRefused, input_errors, one_line
 
 # A full disk (or a file-size limit) mid-run: the run is already marked FAILED by its tracker; say so in one line.
@@ -66,8 +62,7 @@ def guarded_main(main: Callable[[], object], entry_file: str) -> None:
             sys.exit(2)
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
-    if os.environ.get("DESCENTLAB_FAST_EXIT", "1").strip().lower() not in ("0", "false", "no", "off"):
-        exit_now(0)
+    exit_now(0)
 
 
 def _interrupted(exc: BaseException) -> None:
@@ -90,36 +85,10 @@ def _interrupted(exc: BaseException) -> None:
 def exit_now(code: int) -> None:
     """Exit without the interpreter's module teardown: ~1 s once mlflow's ~2,300 modules are loaded.
 
-    Everything a normal exit does that matters still happens, in the same order: non-daemon threads are
-    joined and thread-exit hooks run (loky stops its workers there), then `atexit` handlers (logging,
-    MLflow's own), then the standard streams are flushed. Only garbage collection of module globals is
-    skipped; every file and store write of descentlab is complete and committed by then.
+    Everything a normal exit does that matters still happens, in the same order (`compat.exit_without_teardown`):
+    idle joblib workers stopped, non-daemon threads joined, `atexit` handlers (logging, MLflow's own), the standard
+    streams flushed. Only garbage collection of module globals is skipped; every file and store write of
+    descentlab is complete and committed by then.
     """
-    t0 = time.perf_counter()
-    stop_idle_workers()
-    shutdown_threads = getattr(threading, "_shutdown", None)  # what Py_FinalizeEx calls first
-    if shutdown_threads is None:
-        sys.exit(code)
-    shutdown_threads()
-    t1 = time.perf_counter()
-    atexit._run_exitfuncs()
-    if os.environ.get("DESCENTLAB_TRACE_EXIT"):
-        print(f"exit: workers and threads {t1 - t0:.3f} s, atexit {time.perf_counter() - t1:.3f} s", file=sys.stderr)
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-    os._exit(code)
-
-
-def stop_idle_workers() -> None:
-    """Stop joblib's (loky's) reusable worker processes at once, if this process started any.
-
-    Called only after the sweep returned, so the workers are idle: every job and the parent run's
-    closing have returned their results. loky's own exit handler asks each worker to finish and waits
-    for its interpreter teardown (~2.5 s for two workers with mlflow loaded); killing idle workers
-    loses nothing.
-    """
-    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
-    executor = getattr(loky, "_executor", None)
-    if executor is not None:
-        executor.shutdown(wait=True, kill_workers=True)
+    compat.stop_idle_loky_workers()  # else loky's exit handler waits for each worker's own teardown
+    compat.exit_without_teardown(code)

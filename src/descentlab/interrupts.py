@@ -35,6 +35,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from descentlab import compat
+
 __all__ = [
     "GRACE_S",
     "SIGNALS",
@@ -167,7 +169,7 @@ def _handle(signum: int, frame: object) -> None:
         _state.received = signum
     _state.count += 1
     if _state.role == "launcher" and _state.count >= 3:
-        os._exit(128 + signum)
+        compat.exit_at_once(128 + signum)
     if _state.exiting or (_state.in_job and _state.raised_in_job):
         return  # on the way out already, or the job is writing its run's record
     if _state.deferred:

@@ -22,10 +22,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from descentlab import startup
+from descentlab import compat, startup
 
 JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
-BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # runs the jobs in this process
 
 # The sweep this process launched and has not closed yet: (tracking URI, sweep dir, its description).
 _open_sweep: tuple[str, Path, dict[str, Any]] | None = None
@@ -83,7 +82,7 @@ class SweepCallback(Callback):
         except input_errors() as exc:
             raise LaunchRefused(exc) from exc  # Hydra would only warn about an Exception and start the jobs
         finally:
-            if OmegaConf.select(config, "hydra.launcher._target_") != BASIC_LAUNCHER:
+            if OmegaConf.select(config, "hydra.launcher._target_") != compat.HYDRA_BASIC_LAUNCHER:
                 startup.resume()  # the jobs run elsewhere: this process's start-up is over
 
     def _prepare(self, config: DictConfig) -> None:
@@ -169,12 +168,7 @@ def _joblib_kwargs(config: DictConfig) -> dict[str, Any] | None:
         return None
     kwargs = OmegaConf.to_container(launcher, resolve=True)
     assert isinstance(kwargs, dict)
-    kwargs.pop("_target_", None)
-    kwargs["backend"] = "loky"  # as hydra_joblib_launcher._core.launch does
-    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
-
-    process_joblib_cfg(kwargs)
-    return kwargs
+    return compat.joblib_launcher_kwargs(kwargs)
 
 
 def _finish(uri: str, sweep_dir: Path, status: str | None = None,
