@@ -95,31 +95,6 @@ def test_stop_idle_loky_workers_ends_the_reusable_executors_processes() -> None:
 # --------------------------------------------------------------------------------------------- CPython
 
 
-def test_exit_without_teardown_joins_threads_runs_atexit_flushes_and_keeps_the_code() -> None:
-    result = _python("""
-        import atexit, sys, threading, time
-        from descentlab import compat
-        def late():
-            time.sleep(0.2)
-            print("thread done", flush=True)
-        threading.Thread(target=late).start()
-        atexit.register(lambda: print("atexit ran"))
-        sys.stdout.write("buffered")  # no newline, no flush: must still come out
-        compat.exit_without_teardown(7)
-        print("not reached")
-    """)
-    assert result.returncode == 7, result.stderr
-    assert result.stdout.splitlines() == ["bufferedthread done", "atexit ran"] or result.stdout.split() == [
-        "bufferedthread", "done", "atexit", "ran"]
-
-
-def test_cpython_keeps_the_exit_hooks_compat_uses() -> None:
-    import atexit
-    import threading
-
-    assert callable(threading._shutdown) and callable(atexit._run_exitfuncs)
-
-
 def test_exit_at_once_skips_atexit() -> None:
     result = _python("""
         import atexit

@@ -62,7 +62,7 @@ def guarded_main(main: Callable[[], object], entry_file: str) -> None:
             sys.exit(2)
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
-    exit_now(0)
+    compat.stop_idle_loky_workers()  # else loky's exit handler waits for each idle worker's own teardown
 
 
 def _interrupted(exc: BaseException) -> None:
@@ -81,14 +81,3 @@ def _interrupted(exc: BaseException) -> None:
         print(f"interrupted ({name}){extra}", file=sys.stderr, flush=True)
     sys.exit(code)
 
-
-def exit_now(code: int) -> None:
-    """Exit without the interpreter's module teardown: ~1 s once mlflow's ~2,300 modules are loaded.
-
-    Everything a normal exit does that matters still happens, in the same order (`compat.exit_without_teardown`):
-    idle joblib workers stopped, non-daemon threads joined, `atexit` handlers (logging, MLflow's own), the standard
-    streams flushed. Only garbage collection of module globals is skipped; every file and store write of
-    descentlab is complete and committed by then.
-    """
-    compat.stop_idle_loky_workers()  # else loky's exit handler waits for each worker's own teardown
-    compat.exit_without_teardown(code)

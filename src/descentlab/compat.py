@@ -70,29 +70,6 @@ def stop_idle_loky_workers() -> None:
 # --------------------------------------------------------------------------------------------- CPython
 
 
-def exit_without_teardown(code: int) -> None:
-    """Exit as the interpreter does, minus the garbage collection of module globals (~1 s with mlflow loaded).
-
-    In the order of `Py_FinalizeEx`: non-daemon threads joined and thread-exit hooks run (`threading._shutdown`),
-    `atexit` handlers (`atexit._run_exitfuncs`), the standard streams flushed; then `os._exit`. Falls back to a
-    normal `sys.exit` if the thread hook is missing.
-    """
-    import atexit
-    import contextlib
-    import os
-    import threading
-
-    shutdown_threads = getattr(threading, "_shutdown", None)
-    if shutdown_threads is None:
-        sys.exit(code)
-    shutdown_threads()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-    os._exit(code)
-
-
 def exit_at_once(code: int) -> None:
     """Leave now, running nothing (`os._exit`): the third Ctrl-C, when waiting for the jobs is refused."""
     import os
