@@ -45,9 +45,11 @@ class Optimizer:
 
     rule_type: ClassVar[type[rules.Rule]]
 
-    def __init__(self, lr: float | None = None, *, backend: Backend | None = None, **hyperparams: float) -> None:
-        if lr is not None:
-            hyperparams["lr"] = lr
+    def __init__(self, *lr: float, backend: Backend | None = None, **hyperparams: float) -> None:
+        if len(lr) > 1:
+            raise TypeError(f"{type(self).__name__}() takes lr as its only positional argument")
+        if lr:
+            hyperparams["lr"] = lr[0]
         allowed = self.rule_type.checks
         unknown = [k for k in hyperparams if k not in allowed]
         if unknown:
