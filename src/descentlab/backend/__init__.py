@@ -15,6 +15,9 @@ A backend provides four things:
 - ``train_step(layers, head, n, dtype)``: a fused forward+backward ``(x, t) -> loss`` for ``n`` rows, or None
   when the layer-by-layer path is to run;
 - ``loss_head()``: the softmax cross-entropy layer a model ends with.
+
+The numba backend (``backend/compiled.py``) leaves arrays under ``KERNEL_MIN_SIZE`` (4096) elements, such as a
+2-D objective's point, to the reference rule: numba is then never imported for them.
 """
 
 from __future__ import annotations
