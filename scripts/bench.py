@@ -44,6 +44,7 @@ BATCH = 128
 SEED = 0
 BOOK_LR = {"sgd": 0.01, "momentum": 0.01, "adagrad": 0.01, "adam": 0.001}
 START, END = "<!-- bench:core:start -->", "<!-- bench:core:end -->"
+BACKEND = "auto"  # descentlab's numerics backend (--backend)
 
 # Implementations, in table order: key -> label.
 IMPLS = {
@@ -107,14 +108,52 @@ def batch_indices(n: int, iterations: int, seed: int = SEED) -> np.ndarray:
     return np.stack([rng.integers(0, n, size=BATCH) for _ in range(iterations)])
 
 
+def backend_kwargs() -> dict[str, Any]:
+    """`backend=` for MLP and make_optimizer, the --backend choice (a tree before the backend seam: none)."""
+    try:
+        from descentlab.backend import select
+    except ImportError:
+        return {}
+    return {"backend": select(BACKEND)}
+
+
 def new_mlp(weights: dict[str, np.ndarray] | None = None) -> Any:
     from descentlab.nn import MLP
     from descentlab.rng import stream
 
-    model = MLP(SIZES[0], HIDDEN, SIZES[-1], activation="relu", weight_init="he", rng=stream(SEED, "init"))
+    model = MLP(SIZES[0], HIDDEN, SIZES[-1], activation="relu", weight_init="he", rng=stream(SEED, "init"),
+                **backend_kwargs())
     if weights is not None:
         model.load_state_dict(weights)
     return model
+
+
+def new_optimizer(opt: str) -> Any:
+    from descentlab.optim import make_optimizer
+
+    return make_optimizer(opt, lr=BOOK_LR[opt], **backend_kwargs())
+
+
+def new_gather(x: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The minibatch gather training.fit uses (the backend's; an older tree's training.RowGather)."""
+    backend = backend_kwargs().get("backend")
+    if backend is not None:
+        return backend.gather(x)
+    from descentlab.training import RowGather
+
+    return RowGather(x)
+
+
+def fused_step(model: Any) -> Any:
+    """The fused Affine/ReLU step MLP.loss_and_grad ran last (an older tree's nn/lean.py LeanStep), or None."""
+    return getattr(model, "_step", None) or getattr(model, "_lean_step", None)
+
+
+def takes_fused_step() -> bool:
+    """Whether the benchmark's network trains through a fused step rather than the layer objects."""
+    model = new_mlp()
+    model.loss_and_grad(np.zeros((2, SIZES[0]), np.float32), np.zeros(2, np.int64))
+    return fused_step(model) is not None
 
 
 def config_fit_kwargs() -> dict[str, Any]:
@@ -332,11 +371,8 @@ class BookRunner(Runner):
 
 class CoreRunner(Runner):
     def __init__(self, w: Workload, opt: str) -> None:
-        from descentlab.optim import make_optimizer
-        from descentlab.training import RowGather
-
-        self.w, self.model, self.opt = w, new_mlp(w.weights), make_optimizer(opt, lr=BOOK_LR[opt])
-        self.gather = RowGather(w.data.x_train)  # the minibatch gather training.fit uses
+        self.w, self.model, self.opt = w, new_mlp(w.weights), new_optimizer(opt)
+        self.gather = new_gather(w.data.x_train)  # the minibatch gather training.fit uses
 
     def train(self, iterations: int) -> np.ndarray:
         gather, t, idx, model, opt = self.gather, self.w.data.y_train, self.w.idx, self.model, self.opt
@@ -352,10 +388,8 @@ class FitRunner(Runner):
     """`descentlab.training.fit` on the same indices; `eval_seconds` is the time spent in `model.evaluate`."""
 
     def __init__(self, w: Workload, opt: str, evaluate: bool, data: Any = None) -> None:
-        from descentlab.optim import make_optimizer
-
         self.data = data if data is not None else w.data
-        self.model, self.opt = new_mlp(w.weights), make_optimizer(opt, lr=BOOK_LR[opt])
+        self.model, self.opt = new_mlp(w.weights), new_optimizer(opt)
         self.kwargs = dict(w.fit_kwargs) if evaluate else {**w.fit_kwargs, "eval_every": None}
         self.eval_seconds = 0.0
         inner = self.model.evaluate
@@ -491,7 +525,7 @@ def timed(runner: Runner, iterations: int) -> tuple[float, np.ndarray]:
 def profile_core(w: Workload, opt: str, iterations: int) -> dict[str, float]:
     """Seconds per piece over `iterations` descentlab steps: gather, each layer's forward/backward, head, update.
 
-    What MLP.loss_and_grad calls is wrapped on the instances: the lean step's matmuls and kernels
+    What MLP.loss_and_grad calls is wrapped on the instances: the fused step's matmuls and kernels
     (`wrap_lean_step`) or, for a network that takes the layer path, the layer methods; so the profile follows
     the library as it changes. Time in loss_and_grad outside the wrapped calls is reported as `other`.
     """
@@ -512,8 +546,8 @@ def profile_core(w: Workload, opt: str, iterations: int) -> dict[str, float]:
 
         setattr(obj, method, timed_call)
 
-    step = getattr(model, "_lean_step", None)
-    if step is not None:  # MLP.loss_and_grad runs nn/lean.py's flat loop, not the layer objects
+    step = fused_step(model)
+    if step is not None:  # MLP.loss_and_grad runs the backend's fused loop, not the layer objects
         wrap_lean_step(step, acc)
     counts: dict[str, int] = defaultdict(int)
     for layer in [*getattr(model, "layers", []), getattr(model, "head", None)] if step is None else []:
@@ -551,7 +585,7 @@ def profile_core(w: Workload, opt: str, iterations: int) -> dict[str, float]:
 
 
 def wrap_lean_step(step: Any, acc: dict[str, float]) -> None:
-    """Time a `descentlab.nn.lean.LeanStep`'s calls under the layer path's piece names.
+    """Time a fused step's calls (`descentlab.backend.compiled.FusedReluStep`) under the layer path's piece names.
 
     `AffineK.forward`/`.backward` are that layer's matmul calls (so `matmul alone` compares like with like), plus
     the last layer's bias add (forward) and bias gradient (backward); `ReLUK.forward` is the fused bias add +
@@ -740,7 +774,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     report["times"] = {impl: dict(v) for impl, v in times.items()}
     report["profile"] = profile
     report["floor_pieces"] = floor_pieces
-    report["profile_lean"] = bool(getattr(new_mlp(), "lean", False))  # MLP.loss_and_grad takes nn/lean.py's loop
+    report["profile_lean"] = takes_fused_step()  # MLP.loss_and_grad takes the backend's fused loop
     report["results"] = summarize(times, n)
     report["impl_flops"] = {k: IMPL_FLOPS[k] for k in report["results"]}
     report["labels"] = {k: IMPLS[k] for k in report["results"]}
@@ -958,8 +992,9 @@ def profile_markdown(report: dict[str, Any]) -> list[str]:
              "`matmul alone` is the same matmuls timed in isolation)", "",
              "| piece | µs/it | matmul alone | overhead |", "|---|---:|---:|---:|"]
     if report.get("profile_lean"):
-        lines[2:2] = ["", "`loss_and_grad` runs the lean Affine/ReLU loop (`descentlab.nn.lean`): an `AffineK` row "
-                      "is that layer's matmul calls (the last layer's also its bias add and bias gradient); "
+        lines[2:2] = ["", "`loss_and_grad` runs the fused Affine/ReLU loop (the numba backend's `FusedReluStep`): "
+                      "an `AffineK` row is that layer's matmul calls (the last layer's also its bias add and bias "
+                      "gradient); "
                       "`ReLUK.forward` is AffineK's bias add fused with the ReLU, `ReLUK.backward` the ReLU mask fused "
                       "with AffineK's bias gradient."]
     for k in pieces:
@@ -1039,6 +1074,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="data sets whose evaluation cost is measured alone ('none' to skip)")
     p.add_argument("--write", type=Path, help="replace the bench:core section of this Markdown file")
     p.add_argument("--json", type=Path, help="also write the full report as JSON here")
+    p.add_argument("--backend", default="auto", choices=("auto", "numpy", "numba"),
+                   help="descentlab's numerics backend (default auto: numba when installed)")
     args = p.parse_args(argv)
     args.iterations = args.iterations or (300 if args.quick else 2000)
     args.repeats = args.repeats or (2 if args.quick else 3)
@@ -1048,7 +1085,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global BACKEND
     args = parse_args(argv)
+    BACKEND = args.backend
     if not args.no_torch:
         torch_available()  # load torch's OpenMP runtime before the limit, so threadpoolctl limits it too
     with threadpool_limits(limits=args.threads):

@@ -72,7 +72,7 @@ def test_report_structure(bench_run: tuple[dict, str, Path]) -> None:
     lean_pieces |= {f"ReLU{k}.{m}" for k in range(1, 5) for m in ("forward", "backward")}
     assert lean_pieces | {"SoftmaxCrossEntropy.forward"} == {k for k in profile if "." in k}
     assert all(profile[k] > 0 for k in lean_pieces)
-    assert "runs the lean Affine/ReLU loop" in stdout
+    assert "runs the fused Affine/ReLU loop" in stdout
     assert all(math.isfinite(v) for impl in report["final_loss"].values() for v in impl.values())
     assert "Seconds per 1,000 iterations" in stdout and "| descentlab core" in stdout
 

@@ -13,9 +13,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from descentlab.backend import numba_available, select
 from descentlab.nn import MLP, BatchNorm, Dropout, FlatParameters, softmax_cross_entropy
 
 H = 1e-5
+# Each backend's training path (the numpy layers; numba's fused step or compiled head) is checked on its own.
+BACKENDS = [pytest.param("numpy"),
+            pytest.param("numba", marks=pytest.mark.skipif(not numba_available(), reason="numba is not installed"))]
 
 
 def numerical_grad(f, x: np.ndarray) -> np.ndarray:
@@ -74,11 +78,13 @@ def check_model(model: MLP, x: np.ndarray, t: np.ndarray, dropout_seed: int | No
     return max_relative_error(model, analytic, numeric)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
 @pytest.mark.parametrize("weight_init", ["he", "xavier", 0.5])
-def test_mlp_gradient_each_activation(activation: str, weight_init) -> None:
+def test_mlp_gradient_each_activation(activation: str, weight_init, backend: str) -> None:
     x, t = make_batch()
-    model = MLP(6, [5, 5], 4, activation=activation, weight_init=weight_init, dtype=np.float64, rng=1)
+    model = MLP(6, [5, 5], 4, activation=activation, weight_init=weight_init, dtype=np.float64, rng=1,
+                backend=select(backend))
     assert model.num_params == 6 * 5 + 5 + 5 * 5 + 5 + 5 * 4 + 4
     model.params[:] += 0.01 * np.random.default_rng(2).normal(size=model.num_params)  # nonzero biases too
     assert check_model(model, x, t) < 1e-6
@@ -105,10 +111,12 @@ def test_mlp_gradient_with_fixed_dropout_mask(activation: str) -> None:
     assert model.loss(x, t, train=True) != pytest.approx(a, abs=1e-9)
 
 
-def test_mlp_gradient_with_weight_decay_and_everything() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mlp_gradient_with_weight_decay_and_everything(backend: str) -> None:
     x, t = make_batch(n=10)
     model = MLP(
-        6, [5, 5, 5], 4, batch_norm=True, dropout=0.2, weight_decay=0.3, dtype=np.float64, rng=7
+        6, [5, 5, 5], 4, batch_norm=True, dropout=0.2, weight_decay=0.3, dtype=np.float64, rng=7,
+        backend=select(backend),
     )
     assert model.penalty() > 0
     assert check_model(model, x, t, dropout_seed=3) < 1e-6

@@ -107,3 +107,25 @@ def test_evaluate_is_one_chunked_pass_matching_the_unchunked_loss() -> None:
     loss, acc = model.evaluate(x, t, chunk_size=300)
     assert loss == pytest.approx(model.loss(x, t), rel=1e-12)
     assert acc == pytest.approx(np.mean(model.predict(x) == t))
+
+
+def test_training_forward_returns_a_new_array_not_a_reused_buffer() -> None:
+    rng = np.random.default_rng(7)
+    model = MLP(6, [5], 3, rng=8)
+    a, b = rng.random((4, 6)), rng.random((4, 6))
+    first = model.forward(a, train=True)
+    kept = first.copy()
+    model.forward(b, train=True)
+    model.loss_and_grad(b, np.array([0, 1, 2, 0]))
+    np.testing.assert_array_equal(first, kept)
+    np.testing.assert_array_equal(model.forward(a, train=True), kept)  # same input, same logits
+    np.testing.assert_allclose(model.forward(a), kept, rtol=1e-6)  # inference path, fresh arrays
+
+
+def test_the_model_carries_its_backend_and_the_default_is_shared() -> None:
+    from descentlab.backend import select
+
+    numpy_backend = select("numpy")
+    model = MLP(6, [5], 3, rng=8, backend=numpy_backend)
+    assert model.backend is numpy_backend and type(model.head).__name__ == "SoftmaxCrossEntropy"
+    assert MLP(6, [5], 3, rng=8).backend is select("auto") is MLP(6, [5], 3, rng=9).backend

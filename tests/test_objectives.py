@@ -113,3 +113,15 @@ def test_descend_rejects_bad_arguments(start: tuple[float, ...], steps: object) 
 def test_adam_reaches_the_minimum_from_the_default_start(objective: Objective) -> None:
     path = descend(objective, Adam(lr=0.05), objective.default_start, 2000)
     np.testing.assert_allclose(path[-1], objective.minimum, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"])
+def test_descend_gives_the_same_path_under_every_backend(name: str) -> None:
+    """A 2-D point is below the numba backend's kernel size: both backends run the rule itself."""
+    from descentlab.backend import numba_available, select
+    from descentlab.optim import make_optimizer
+
+    names = ["numpy", "numba"] if numba_available() else ["numpy"]
+    paths = [descend(BOOK, make_optimizer(name, lr=0.1, backend=select(b)), BOOK.default_start, 30) for b in names]
+    assert all(np.array_equal(path, paths[0]) for path in paths)
+    assert np.linalg.norm(paths[0][-1]) < np.linalg.norm(paths[0][0])  # the path moved towards the minimum

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from descentlab.backend import numba_available, select
 from descentlab.objectives import BOOK, descend
 from descentlab.optim import (
     OPTIMIZERS,
@@ -21,6 +22,7 @@ from descentlab.optim import (
     Nesterov,
     RMSprop,
     make_optimizer,
+    rules,
 )
 
 START = (-7.0, 2.0)
@@ -295,11 +297,13 @@ def test_float32_arithmetic_is_float32_not_rounded_float64() -> None:
     assert np.array_equal(sgd_p, sgd_q)
 
 
+@pytest.mark.skipif(not numba_available(), reason="numba is not installed")
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_no_full_size_allocation_after_first_update(name: str) -> None:
+    """The numba backend's kernels allocate nothing per step (the numpy backend's book-form rules do)."""
     params = np.zeros(100_000, dtype=np.float32)  # 400 kB
     grads = np.full_like(params, 0.5)
-    opt = make_optimizer(name)
+    opt = make_optimizer(name, backend=select("numba"))
     opt.update(params, grads)
     tracemalloc.start()
     try:
@@ -442,125 +446,39 @@ def test_sgd_decreases_a_convex_quadratic_below_the_stability_limit(
         f = f_new
 
 
-# --- compiled kernels (descentlab.kernels) against the NumPy path ----------------------------------------
+# --- backends: chosen once, by name; the rules behave the same under each (tests/test_conformance.py) ---------
 
 
-def _run_path(name: str, compiled: bool, monkeypatch, dtype: type, steps: int = 6) -> tuple[np.ndarray, dict]:
-    """Params and state after ``steps`` updates on either the compiled or the NumPy path."""
-    from descentlab import kernels
+def test_select_names_and_the_one_line_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    import descentlab.backend as backend
 
-    hyper = {"lr": 0.03} | ({"weight_decay": 0.1} if name == "adamw" else {})
-    with monkeypatch.context() as m:
-        if not compiled:
-            m.setattr(kernels, "kernel", lambda _name: None)
-        p = np.random.default_rng(7).standard_normal(4099).astype(dtype)  # odd size: vector loop + remainder
-        opt = make_optimizer(name, **hyper)
-        for g in _grad_sequence(steps, p.size, dtype, seed=8):
-            opt.update(p, g)
-        return p, opt.state_dict()
+    assert select("numpy").name == "numpy" and select("numpy") is select("numpy")
+    assert select().name == ("numba" if backend.numba_available() else "numpy") == select("auto").name
+    for bad in ("x", "NumPy", "", None):
+        with pytest.raises(ValueError) as excinfo:
+            select(bad)  # type: ignore[arg-type]
+        assert str(excinfo.value) == f"numerics.backend must be one of auto, numpy, numba, got {bad!r}"
+    monkeypatch.setattr(backend, "numba_available", lambda: False)
+    assert select("auto").name == "numpy"  # auto falls back
+    with pytest.raises(ValueError, match=r"^numerics.backend='numba' needs numba, which is not installed; "
+                                         r"allowed: auto, numpy"):
+        select("numba")
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_no_environment_variable_chooses_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DESCENTLAB_NUMBA", "0")  # the switch this replaced is ignored
+    assert select("auto").name == select().name == make_optimizer("sgd").backend.name
+    assert make_optimizer("adam", backend=select("numpy")).backend.name == "numpy"
+
+
 @pytest.mark.parametrize("name", OPTIMIZERS)
-def test_compiled_and_numpy_paths_are_bit_identical(name: str, dtype: type, monkeypatch) -> None:
-    pytest.importorskip("numba")
-    from descentlab import kernels
-
-    if not kernels.enabled():
-        pytest.skip("compiled kernels disabled (DESCENTLAB_NUMBA=0)")
-    fast_p, fast_state = _run_path(name, True, monkeypatch, dtype)
-    slow_p, slow_state = _run_path(name, False, monkeypatch, dtype)
-    assert fast_p.dtype == dtype
-    assert fast_p.tobytes() == slow_p.tobytes()
-    for slot in SLOTS[name]:
-        assert fast_state[slot].tobytes() == slow_state[slot].tobytes(), slot
-
-
-def test_compiled_path_is_taken_and_non_contiguous_params_fall_back(monkeypatch) -> None:
-    pytest.importorskip("numba")
-    from descentlab import kernels
-
-    if not kernels.enabled():
-        pytest.skip("compiled kernels disabled (DESCENTLAB_NUMBA=0)")
-    calls: list[str] = []
-    real = kernels.kernel
-
-    def spy(name: str):
-        fn = real(name)
-        return lambda *args: (calls.append(name), fn(*args))
-
-    monkeypatch.setattr(kernels, "kernel", spy)
-    from descentlab.optim import KERNEL_MIN_SIZE
-
-    n = KERNEL_MIN_SIZE
-    opt = Adam()
-    p = np.ones(n, dtype=np.float32)
-    opt.update(p, np.full(n, 0.5, dtype=np.float32))
-    assert calls == ["adam_step"]
-    # A strided view must still be updated in place (the NumPy path), not through a flattened copy.
-    base = np.ones(2 * n, dtype=np.float32)
-    sgd = SGD(lr=0.5)
-    sgd.update(base[::2], np.ones(n, dtype=np.float32))
-    np.testing.assert_array_equal(base[::2], 0.5)
-    np.testing.assert_array_equal(base[1::2], 1.0)
-    # Small arrays (a 2-D objective's point) never start numba.
-    Adam().update(np.ones(n - 1, dtype=np.float32), np.ones(n - 1, dtype=np.float32))
-    assert calls == ["adam_step"]
-
-
-def test_repeated_compiled_updates_see_new_hyperparameters_reset_and_loaded_state() -> None:
-    """The same arrays again take a shortcut past validation; it must not freeze scalars or state."""
-    pytest.importorskip("numba")
-    from descentlab import kernels
-    from descentlab.optim import KERNEL_MIN_SIZE
-
-    if not kernels.enabled():
-        pytest.skip("compiled kernels disabled (DESCENTLAB_NUMBA=0)")
-    f32 = np.float32
-    n = KERNEL_MIN_SIZE
-    p, g = np.ones(n, f32), np.full(n, 0.5, f32)
-    sgd = SGD(lr=0.5)
-    sgd.update(p, g)
-    sgd.update(p, g)
-    sgd.lr = 0.25  # a schedule changing lr between steps
-    sgd.update(p, g)
-    np.testing.assert_array_equal(p, f32(1) - f32(0.25) - f32(0.25) - f32(0.125))
-    assert sgd.t == 3
-    with pytest.raises(ValueError, match="do not match params"):
-        sgd.update(p, np.ones(n + 1, f32))
-    q = np.ones(n, f32)
-    sgd.update(q, g)  # other arrays are updated, not the last ones
-    np.testing.assert_array_equal(q, f32(1) - f32(0.125))
-    np.testing.assert_array_equal(p, f32(0.375))
-
-    mom, p = Momentum(lr=0.1, momentum=0.9), np.ones(n, f32)
-    g = np.ones(n, f32)
-    mom.update(p, g)
-    saved = mom.state_dict()
-    mom.update(p, g)
-    v2 = f32(0.9) * -f32(0.1) - f32(0.1)
-    np.testing.assert_array_equal(p, f32(1) - f32(0.1) + v2)
-    mom.reset()  # velocity forgotten although the arrays are the same
-    mom.update(p, g)
-    np.testing.assert_array_equal(mom.state_dict()["v"], -f32(0.1))
-    mom.load_state_dict(saved)  # and a loaded velocity is the one the next update uses
-    mom.update(p, g)
-    np.testing.assert_array_equal(mom.state_dict()["v"], v2)
-
-
-def test_a_deep_copy_of_arrays_and_optimizer_updates_the_copied_arrays() -> None:
-    """Copies do not keep views as views: the remembered flat views must not survive a deepcopy or pickle."""
-    import copy
-    import pickle
-
-    from descentlab.optim import KERNEL_MIN_SIZE
-
-    n = KERNEL_MIN_SIZE
-    for clone in (copy.deepcopy, lambda obj: pickle.loads(pickle.dumps(obj))):
-        p, g, opt = np.ones(n, np.float32), np.full(n, 0.5, np.float32), Momentum(lr=0.1)
-        opt.update(p, g)
-        p2, g2, opt2 = clone((p, g, opt))
-        opt2.update(p2, g2)
-        opt.update(p, g)
-        np.testing.assert_array_equal(p2, p)  # the copy moved its own parameters, exactly as the original did
-        assert opt2.t == opt.t == 2
+def test_the_numpy_backend_runs_the_rule_itself(name: str) -> None:
+    """The rule's `update` is the code that runs: a rule written wrongly would fail every test here."""
+    opt = make_optimizer(name, backend=select("numpy"))
+    assert opt._step == opt.rule.update and isinstance(opt.rule, rules.RULES[name])
+    p, g = np.ones(5000, np.float32), np.full(5000, 0.5, np.float32)
+    opt.update(p, g)
+    state = opt.rule.init(np.ones(5000, np.float32))
+    q = np.ones(5000, np.float32)
+    state = opt.rule.update(g, state, q)
+    assert state.t == opt.t == 1 and np.array_equal(p, q) and not np.array_equal(p, 1.0)

@@ -227,3 +227,33 @@ def test_evaluations_use_fixed_prefixes_and_the_last_one_the_whole_test_set(blob
     assert evals[20]["test/acc"] == full_acc and evals[20]["test/loss"] == full_loss  # all 100 test examples
     part_loss, _ = model.evaluate(blobs.x_test[:8], blobs.y_test[:8])
     assert part_loss != full_loss
+
+
+def test_fit_gathers_with_the_models_backend_or_the_one_given(blobs: Blobs) -> None:
+    """The gather is exact under every backend, so the backend fit gathers with does not change the losses."""
+    from descentlab.backend import select
+
+    seen: list[str] = []
+
+    class Spy:
+        def __init__(self, backend) -> None:
+            self.backend, self.name = backend, backend.name
+
+        def __getattr__(self, key: str):
+            return getattr(self.backend, key)
+
+        def gather(self, x: np.ndarray):
+            seen.append(self.name)
+            return self.backend.gather(x)
+
+    def run(**kwargs) -> np.ndarray:
+        streams = RandomStreams.from_seed(4)
+        model = MLP(10, [8], 4, rng=streams.init, backend=kwargs.pop("model_backend", select("numpy")))
+        return fit(model, make_optimizer("sgd", backend=select("numpy")), blobs, iterations=12, batch_size=16,
+                   eval_every=None, rng=streams.batches, **kwargs).losses
+
+    numpy_gather = run(model_backend=Spy(select("numpy")))
+    auto_gather = run(backend=Spy(select("auto")))
+    assert seen == ["numpy", select("auto").name]
+    np.testing.assert_array_equal(numpy_gather, auto_gather)
+    assert len(set(numpy_gather.tolist())) > 1
