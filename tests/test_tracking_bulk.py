@@ -16,9 +16,14 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from descentlab.data.idx_specs import cache_root
 from descentlab.tracking import bulk
 from descentlab.tracking.run import RunTracker
+from descentlab.tracking.settings import SqliteSettings
 from descentlab.tracking.store import artifact_root_for, get_or_create_experiment, open_store, resolve_tracking_uri
+
+# The schema template in the data cache, as the entry configures it: a new store in milliseconds.
+SQLITE = SqliteSettings(template_dir=str(cache_root()))
 
 # (step, key, value, timestamp_ms): several keys, a NaN and infinities (stored specially), steps out of order,
 # two points of one step, and a later chunk whose steps are lower than the first's (latest must not move back).
@@ -35,7 +40,7 @@ CHUNKS = [
 @pytest.fixture(scope="module")
 def mlstore(tmp_path_factory: pytest.TempPathFactory):
     uri = resolve_tracking_uri(None, tmp_path_factory.mktemp("store"))
-    client = open_store(uri)
+    client = open_store(uri, SQLITE)
     return client, get_or_create_experiment(client, "bulk", artifact_root_for(uri))
 
 

@@ -15,15 +15,20 @@ from hypothesis import strategies as st
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # offline: telemetry once broke a request
 
+from descentlab.data.idx_specs import cache_root
 from descentlab.tracking.run import RunTracker, find_finished_run
+from descentlab.tracking.settings import SqliteSettings
 from descentlab.tracking.store import artifact_root_for, get_or_create_experiment, open_store, resolve_tracking_uri
+
+# The schema template in the data cache, as the entry configures it: a new store in milliseconds.
+SQLITE = SqliteSettings(template_dir=str(cache_root()))
 
 
 @pytest.fixture(scope="module")
 def mlstore(tmp_path_factory: pytest.TempPathFactory):
     """(client, experiment_id) of one store for the module; tests use their own run names."""
     uri = resolve_tracking_uri(None, tmp_path_factory.mktemp("store"))
-    client = open_store(uri)
+    client = open_store(uri, SQLITE)
     return client, get_or_create_experiment(client, "runs", artifact_root_for(uri))
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,20 +28,9 @@ Point = tuple[int, str, float, int]  # (step, key, value, timestamp_ms), as RunT
 
 def sql_store(client: Any) -> Any | None:
     """The `SqlAlchemyStore` behind an `MlflowClient` (or a `RetryingClient` around one); None otherwise."""
-    module = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")  # not loaded: not a SQL store
-    store_class = getattr(module, "SqlAlchemyStore", None)
-    if store_class is None:
-        return None
-    client = getattr(client, "raw", client)
-    try:
-        from mlflow.tracking import MlflowClient
+    from descentlab import compat
 
-        if not isinstance(client, MlflowClient):  # a wrapper or test double: its own log_batch decides
-            return None
-        store = client._tracking_client.store
-    except Exception:  # another MLflow layout: the public API still works
-        return None
-    return store if isinstance(store, store_class) else None
+    return compat.mlflow_sql_store(getattr(client, "raw", client))
 
 
 def _sanitize(value: float) -> tuple[bool, float]:

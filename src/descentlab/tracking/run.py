@@ -31,7 +31,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from descentlab.tracking import bulk, liveness, unsent
-from descentlab.tracking.retry import RetryingClient, is_transient
+from descentlab.tracking.retry import RetryingClient, RetryPolicy, is_transient
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -121,6 +121,8 @@ class RunTracker:
         store_every: int = 1,
         spill_dir: str | os.PathLike[str] | None = None,
         bulk_metrics: bool = True,
+        heartbeat_s: float = 30.0,
+        retry_s: float = 120.0,
     ) -> None:
         if flush_every < 1:
             raise ValueError(f"flush_every must be >= 1, got {flush_every}")
@@ -128,7 +130,12 @@ class RunTracker:
             raise ValueError(f"flush_seconds must be >= 0, got {flush_seconds}")
         if store_every < 1:
             raise ValueError(f"store_every must be >= 1, got {store_every}")
-        self.client = client if isinstance(client, RetryingClient) else RetryingClient(client)
+        if not heartbeat_s > 0:
+            raise ValueError(f"heartbeat_s must be > 0, got {heartbeat_s}")
+        if not retry_s >= 0:
+            raise ValueError(f"retry_s must be >= 0, got {retry_s}")
+        self.client = client if isinstance(client, RetryingClient) else RetryingClient(client, RetryPolicy(retry_s))
+        self.heartbeat_s = float(heartbeat_s)
         # A SQL store reached directly takes metric points in bulk (`tracking.bulk`); None: log_batch.
         self._bulk_store = bulk.sql_store(self.client) if bulk_metrics else None
         self.spill_dir = spill_dir
@@ -165,7 +172,7 @@ class RunTracker:
         self.run_id = run.info.run_id
         self.artifact_uri = run.info.artifact_uri
         self._last_flush = time.monotonic()
-        self._heartbeat = liveness.Heartbeat(self.client.raw, self.run_id).start()
+        self._heartbeat = liveness.Heartbeat(self.client.raw, self.run_id, self.heartbeat_s).start()
         return self
 
     def __enter__(self) -> RunTracker:
