@@ -115,7 +115,7 @@ def test_run_tracker_sends_metrics_in_bulk_and_falls_back_on_a_stored_point(mlst
     with RunTracker(client, exp, "bulk-dup") as run:
         run.log_metric("m", 1.0, 0)
         run.flush()
-        run._pending.append(run._points[0])
+        run.buffer.pending.append(run.buffer.points[0])
         run.log_metric("m", 2.0, 1)
     assert sorted((m.step, m.value) for m in client.get_metric_history(run.run_id, "m")) == [(0, 1.0), (1, 2.0)]
 
