@@ -190,3 +190,20 @@ def test_deleted_experiment_is_restored(prepared) -> None:
     client.delete_experiment(exp_id)
     assert get_or_create_experiment(client, "to-delete", artifact_root_for(uri)) == exp_id
     assert client.get_experiment(exp_id).lifecycle_stage == "active"
+
+
+def test_insecure_tls_probe_checks_neither_certificate_nor_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLFLOW_TRACKING_INSECURE_TLS=true: the probe's context verifies nothing (as MLflow's client then does), built
+    with the public API; without it, urllib's default (verified) context is used."""
+    import ssl
+
+    from descentlab.tracking.store import tls_context
+
+    monkeypatch.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_INSECURE_TLS", "true")
+    context = tls_context("https://tracking.example.org/health")
+    assert context is not None and (context.check_hostname, context.verify_mode) == (False, ssl.CERT_NONE)
+    assert context.protocol == ssl.PROTOCOL_TLS_CLIENT
+    assert tls_context("http://tracking.example.org/health") is None
+    monkeypatch.delenv("MLFLOW_TRACKING_INSECURE_TLS")
+    assert tls_context("https://tracking.example.org/health") is None

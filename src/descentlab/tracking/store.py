@@ -205,17 +205,26 @@ def _enable_wal(db: Path, sqlite: SqliteSettings) -> None:
         _log.warning("could not switch %s to WAL (%s); writes will be slower", db, mode)
 
 
+def tls_context(url: str) -> ssl.SSLContext | None:
+    """The TLS context of the health probe, following MLflow's TLS variables so the probe agrees with the client:
+    MLFLOW_TRACKING_INSECURE_TLS=true (no certificate or host check), MLFLOW_TRACKING_SERVER_CERT_PATH (a CA file);
+    None (urllib's default) otherwise or for plain HTTP."""
+    if not url.startswith("https"):
+        return None
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        context = ssl.create_default_context()  # with the two lines below: what CPython's private
+        context.check_hostname = False  # ssl._create_unverified_context builds
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    if os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"):
+        return ssl.create_default_context(cafile=os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"])
+    return None
+
+
 def _probe_http(uri: str) -> None:
     """GET /health with a short timeout: MLflow's own client would retry an absent server for minutes."""
     url = uri.rstrip("/") + "/health"
-    context = None
-    if url.startswith("https"):  # honour MLflow's TLS settings, so the probe agrees with the client
-        if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
-            context = ssl.create_default_context()  # what the private ssl._create_unverified_context gives
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        elif os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"):
-            context = ssl.create_default_context(cafile=os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"])
+    context = tls_context(url)
     try:
         with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT_S, context=context) as resp:
             resp.read(64)
