@@ -187,3 +187,22 @@ def test_run_tracker_ends_runs_in_bulk(mlstore) -> None:
     assert client.get_run(failed.run_id).data.tags["error"] == "ValueError: boom"
     info = client.get_run(ok.run_id).info
     assert info.start_time <= info.end_time
+
+
+def test_the_sink_is_chosen_once_per_run(mlstore) -> None:
+    """A SQLite client gets the bulk SQL sink, a client without a SQL store (a server, a double) MLflow's own calls."""
+    from descentlab.tracking.retry import RetryingClient
+    from descentlab.tracking.sink import BulkSqlSink, ClientSink, choose_sink
+
+    client, exp = mlstore
+    assert type(RunTracker(client, exp, "sql").sink) is BulkSqlSink
+    assert type(RunTracker(client, exp, "plain", bulk_metrics=False).sink) is ClientSink
+    assert type(choose_sink(RetryingClient(mock.MagicMock()))) is ClientSink
+    double = mock.MagicMock()
+    with RunTracker(double, exp, "double", retry_s=0) as run:  # every write goes through the client's log_batch
+        run.log_params({"a": 1})
+        run.log_series("train/loss", 0, [1.0] * 1500)
+    sent = [len(call.kwargs["metrics"]) for call in double.log_batch.call_args_list if call.kwargs.get("metrics")]
+    assert sent == [1000, 500]
+    double.set_terminated.assert_called_once()
+    assert double.set_terminated.call_args.args[1] == "FINISHED"
