@@ -16,9 +16,14 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from descentlab.data.idx_specs import cache_root
 from descentlab.tracking import bulk
 from descentlab.tracking.run import RunTracker
+from descentlab.tracking.settings import SqliteSettings
 from descentlab.tracking.store import artifact_root_for, get_or_create_experiment, open_store, resolve_tracking_uri
+
+# The schema template in the data cache, as the entry configures it: a new store in milliseconds.
+SQLITE = SqliteSettings(template_dir=str(cache_root()))
 
 # (step, key, value, timestamp_ms): several keys, a NaN and infinities (stored specially), steps out of order,
 # two points of one step, and a later chunk whose steps are lower than the first's (latest must not move back).
@@ -35,7 +40,7 @@ CHUNKS = [
 @pytest.fixture(scope="module")
 def mlstore(tmp_path_factory: pytest.TempPathFactory):
     uri = resolve_tracking_uri(None, tmp_path_factory.mktemp("store"))
-    client = open_store(uri)
+    client = open_store(uri, SQLITE)
     return client, get_or_create_experiment(client, "bulk", artifact_root_for(uri))
 
 
@@ -110,7 +115,7 @@ def test_run_tracker_sends_metrics_in_bulk_and_falls_back_on_a_stored_point(mlst
     with RunTracker(client, exp, "bulk-dup") as run:
         run.log_metric("m", 1.0, 0)
         run.flush()
-        run._pending.append(run._points[0])
+        run.buffer.pending.append(run.buffer.points[0])
         run.log_metric("m", 2.0, 1)
     assert sorted((m.step, m.value) for m in client.get_metric_history(run.run_id, "m")) == [(0, 1.0), (1, 2.0)]
 
@@ -182,3 +187,22 @@ def test_run_tracker_ends_runs_in_bulk(mlstore) -> None:
     assert client.get_run(failed.run_id).data.tags["error"] == "ValueError: boom"
     info = client.get_run(ok.run_id).info
     assert info.start_time <= info.end_time
+
+
+def test_the_sink_is_chosen_once_per_run(mlstore) -> None:
+    """A SQLite client gets the bulk SQL sink, a client without a SQL store (a server, a double) MLflow's own calls."""
+    from descentlab.tracking.retry import RetryingClient
+    from descentlab.tracking.sink import BulkSqlSink, ClientSink, choose_sink
+
+    client, exp = mlstore
+    assert type(RunTracker(client, exp, "sql").sink) is BulkSqlSink
+    assert type(RunTracker(client, exp, "plain", bulk_metrics=False).sink) is ClientSink
+    assert type(choose_sink(RetryingClient(mock.MagicMock()))) is ClientSink
+    double = mock.MagicMock()
+    with RunTracker(double, exp, "double", retry_s=0) as run:  # every write goes through the client's log_batch
+        run.log_params({"a": 1})
+        run.log_series("train/loss", 0, [1.0] * 1500)
+    sent = [len(call.kwargs["metrics"]) for call in double.log_batch.call_args_list if call.kwargs.get("metrics")]
+    assert sent == [1000, 500]
+    double.set_terminated.assert_called_once()
+    assert double.set_terminated.call_args.args[1] == "FINISHED"

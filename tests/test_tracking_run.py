@@ -15,15 +15,20 @@ from hypothesis import strategies as st
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # offline: telemetry once broke a request
 
+from descentlab.data.idx_specs import cache_root
 from descentlab.tracking.run import RunTracker, find_finished_run
+from descentlab.tracking.settings import SqliteSettings
 from descentlab.tracking.store import artifact_root_for, get_or_create_experiment, open_store, resolve_tracking_uri
+
+# The schema template in the data cache, as the entry configures it: a new store in milliseconds.
+SQLITE = SqliteSettings(template_dir=str(cache_root()))
 
 
 @pytest.fixture(scope="module")
 def mlstore(tmp_path_factory: pytest.TempPathFactory):
     """(client, experiment_id) of one store for the module; tests use their own run names."""
     uri = resolve_tracking_uri(None, tmp_path_factory.mktemp("store"))
-    client = open_store(uri)
+    client = open_store(uri, SQLITE)
     return client, get_or_create_experiment(client, "runs", artifact_root_for(uri))
 
 
@@ -154,7 +159,7 @@ def test_log_series_buffers_a_block_with_spread_timestamps(mlstore) -> None:
         run.log_series("train/loss", 600, [])
     after = int(time.time() * 1000)
     assert [p[0] for p in run.history() if p[1] == "train/loss"] == list(range(600))
-    stamps = [ts for step, key, _, ts in run._points if key == "train/loss"]
+    stamps = [ts for step, key, _, ts in run.buffer.points if key == "train/loss"]
     assert stamps == sorted(stamps) and before <= stamps[0] and stamps[-1] <= after
     stored = client.get_metric_history(run.run_id, "train/loss")
     assert sorted(m.step for m in stored) == [*range(0, 600, 3), 599]  # the last point always goes
@@ -216,7 +221,7 @@ def test_flush_seconds_bound_how_long_points_wait(mlstore) -> None:
 
 def test_artifacts_need_no_run_lookup(mlstore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The artifact URI comes from create_run: MlflowClient would look the run up again (~6 ms on SQLite)."""
-    from mlflow.tracking._tracking_service.client import TrackingServiceClient
+    from descentlab import compat
 
     client, exp = mlstore
     (tmp_path / "w.npz").write_bytes(b"weights")
@@ -225,7 +230,7 @@ def test_artifacts_need_no_run_lookup(mlstore, tmp_path: Path, monkeypatch: pyte
     with RunTracker(client, exp, "no-lookup") as run:
         run.log_metric("train/loss", 0.5, 0)
         with monkeypatch.context() as patch:
-            patch.setattr(TrackingServiceClient, "get_run", lambda *a, **k: pytest.fail("run looked up"))
+            patch.setattr(compat.mlflow_sql_store(client), "get_run", lambda *a, **k: pytest.fail("run looked up"))
             run.log_artifact(tmp_path / "w.npz")
             run.log_artifact(tmp_path / ".hydra", "job")  # a folder goes in under its name
             run.log_artifacts(tmp_path / ".hydra", "hydra")
@@ -292,10 +297,10 @@ KEYS = st.sampled_from(["train/loss", "test/acc", "a,b", 'q"uote', "l\nf"])  # t
                                  st.integers(0, 2**41)), max_size=30),
        with_timestamp=st.booleans())
 def test_points_csv_is_what_csv_writer_writes(tmp_path_factory, points, with_timestamp: bool) -> None:
-    """`unsent.write_points` formats plain keys itself: the bytes must be csv.writer's, and read back exactly."""
+    """`buffer.write_points` formats plain keys itself: the bytes must be csv.writer's, and read back exactly."""
     import io
 
-    from descentlab.tracking.unsent import write_points
+    from descentlab.tracking.buffer import write_points
 
     path = tmp_path_factory.mktemp("csv") / "points.csv"
     write_points(path, points, with_timestamp)
