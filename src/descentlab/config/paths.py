@@ -1,0 +1,52 @@
+"""The defaults of `paths.root` and `paths.cache_dir`: the only place the environment decides a folder.
+
+`paths.root` is the checkout (the folder of train.py, where the default store `mlruns/` lives). Hydra tells
+every job where its primary config folder is (`hydra.runtime.config_sources`, in the launching process and in
+each joblib worker or submitit job alike), and `conf/` sits next to train.py, so the root is that folder's
+parent: no environment variable has to carry it to the workers. `paths.cache_dir` is `$DESCENTLAB_CACHE_DIR`,
+else `$XDG_CACHE_HOME/descentlab`, else `~/.cache/descentlab`: the one descentlab variable read anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+CACHE_ENV_VAR = "DESCENTLAB_CACHE_DIR"
+_CHECKOUT = Path(__file__).resolve().parents[3]  # src/descentlab/config/paths.py -> the checkout
+
+
+def default_root(config_sources: list[Any] | None = None) -> Path:
+    """The folder above the primary config folder Hydra composed from; else the checkout holding this package
+    (an editable install, tests composing `conf/`), else the current folder."""
+    if config_sources is None:
+        config_sources = _job_config_sources()
+    for source in config_sources or []:
+        if source.get("provider") == "main" and source.get("schema") == "file" and source.get("path"):
+            return Path(str(source["path"])).resolve().parent
+    if (_CHECKOUT / "train.py").is_file():
+        return _CHECKOUT
+    return Path.cwd()
+
+
+def _job_config_sources() -> list[Any] | None:
+    """`hydra.runtime.config_sources` of the running job (Hydra sets it before it calls the job), if any."""
+    if "hydra.core.hydra_config" not in sys.modules:
+        return None  # no Hydra loaded (analysis, scripts), so no running job: do not import it for nothing
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    if not HydraConfig.initialized():
+        return None
+    sources = OmegaConf.select(HydraConfig.get(), "runtime.config_sources", default=None)
+    return None if sources is None else list(OmegaConf.to_container(sources, resolve=False))
+
+
+def default_cache_dir() -> Path:
+    """`$DESCENTLAB_CACHE_DIR`, else `$XDG_CACHE_HOME/descentlab`, else `~/.cache/descentlab` (read when called)."""
+    if os.environ.get(CACHE_ENV_VAR):
+        return Path(os.environ[CACHE_ENV_VAR]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "descentlab"
