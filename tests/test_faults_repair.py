@@ -15,11 +15,16 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST, TEMPORARILY_UNAVAILABLE
 
+from descentlab.data.idx_specs import cache_root
 from descentlab.tracking import RunTracker, artifact_root_for, get_or_create_experiment, open_store
 from descentlab.tracking.liveness import HEARTBEAT_TAG, HOST_TAG, PID_TAG, STARTED_TAG, process_alive
 from descentlab.tracking.repair import find_stale_runs, repair_experiment
 from descentlab.tracking.retry import RetryingClient, RetryPolicy, is_transient
+from descentlab.tracking.settings import SqliteSettings
 from descentlab.tracking.unsent import UNSENT_CSV, UNSENT_JSON, TrackingLostError, import_unsent
+
+# The schema template in the data cache, as the entry configures it: a new store in milliseconds.
+SQLITE = SqliteSettings(template_dir=str(cache_root()))
 
 HOST = socket.gethostname()
 NOW_MS = int(time.time() * 1000)
@@ -36,7 +41,7 @@ def _now() -> None:
 @pytest.fixture
 def mlstore(tmp_path: Path) -> tuple:
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    client = open_store(uri)
+    client = open_store(uri, SQLITE)
     return client, get_or_create_experiment(client, "faults", artifact_root_for(uri))
 
 
@@ -88,24 +93,26 @@ def test_repair_marks_only_runs_whose_process_is_gone(mlstore) -> None:
 
 
 def test_jobs_repair_once_a_minute_per_process_and_experiment(mlstore, monkeypatch, capsys) -> None:
-    """`callbacks.repair_stale` (what each job calls): a worker's later jobs skip the search for a minute."""
-    from descentlab.tracking import callbacks
+    """`TrackingSession.repair_stale` (what each job calls): a worker's later jobs skip the search for a minute."""
+    from descentlab.tracking import session
+    from descentlab.tracking.settings import TrackingSettings
 
     client, exp = mlstore
     clock = [1000.0]
-    monkeypatch.setattr(callbacks, "_repaired_at", {})
-    monkeypatch.setattr(callbacks, "_monotonic", lambda: clock[0])
+    monkeypatch.setattr(session, "_repaired_at", {})
+    monkeypatch.setattr(session, "_monotonic", lambda: clock[0])
+    uri, settings = str(client.tracking_uri), TrackingSettings(stale_after_s=300.0)
     first = make_run(client, exp, "first", pid=dead_pid())
-    callbacks.repair_stale(client, exp)
+    session.TrackingSession(uri, client, exp, settings).repair_stale()
     later = make_run(client, exp, "later", pid=dead_pid())
     clock[0] += 59.0
-    callbacks.repair_stale(client, exp)  # within the minute: not searched again
+    session.TrackingSession(uri, client, exp, settings).repair_stale()  # within the minute: not searched again
     assert (client.get_run(first).info.status, client.get_run(later).info.status) == ("FAILED", "RUNNING")
     other = client.create_experiment("other-experiment")
     elsewhere = make_run(client, other, "elsewhere", pid=dead_pid())
-    callbacks.repair_stale(client, other)  # another experiment is its own
+    session.TrackingSession(uri, client, other, settings).repair_stale()  # another experiment is its own
     clock[0] += 2.0
-    callbacks.repair_stale(client, exp)
+    session.TrackingSession(uri, client, exp, settings).repair_stale()
     assert client.get_run(later).info.status == "FAILED" and client.get_run(elsewhere).info.status == "FAILED"
     assert capsys.readouterr().err.count("repaired: run ") == 3
 
@@ -133,10 +140,9 @@ def test_sweep_parent_left_open_is_closed_only_without_live_children(mlstore) ->
     assert client.get_run(busy.info.run_id).info.status == "RUNNING"
 
 
-def test_tracker_tags_liveness_and_beats_until_finished(mlstore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tracker_tags_liveness_and_beats_until_finished(mlstore) -> None:
     client, exp = mlstore
-    monkeypatch.setenv("DESCENTLAB_HEARTBEAT_S", "0.1")
-    with RunTracker(client, exp, "beating") as run:
+    with RunTracker(client, exp, "beating", heartbeat_s=0.1) as run:
         tags = client.get_run(run.run_id).data.tags
         assert tags[PID_TAG] == str(os.getpid()) and tags[HOST_TAG] == HOST
         first = int(tags[HEARTBEAT_TAG])

@@ -16,9 +16,14 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from descentlab.data.idx_specs import cache_root
 from descentlab.tracking import bulk
 from descentlab.tracking.run import RunTracker
+from descentlab.tracking.settings import SqliteSettings
 from descentlab.tracking.store import artifact_root_for, get_or_create_experiment, open_store, resolve_tracking_uri
+
+# The schema template in the data cache, as the entry configures it: a new store in milliseconds.
+SQLITE = SqliteSettings(template_dir=str(cache_root()))
 
 # (step, key, value, timestamp_ms): several keys, a NaN and infinities (stored specially), steps out of order,
 # two points of one step, and a later chunk whose steps are lower than the first's (latest must not move back).
@@ -35,7 +40,7 @@ CHUNKS = [
 @pytest.fixture(scope="module")
 def mlstore(tmp_path_factory: pytest.TempPathFactory):
     uri = resolve_tracking_uri(None, tmp_path_factory.mktemp("store"))
-    client = open_store(uri)
+    client = open_store(uri, SQLITE)
     return client, get_or_create_experiment(client, "bulk", artifact_root_for(uri))
 
 
@@ -110,7 +115,7 @@ def test_run_tracker_sends_metrics_in_bulk_and_falls_back_on_a_stored_point(mlst
     with RunTracker(client, exp, "bulk-dup") as run:
         run.log_metric("m", 1.0, 0)
         run.flush()
-        run._pending.append(run._points[0])
+        run.buffer.pending.append(run.buffer.points[0])
         run.log_metric("m", 2.0, 1)
     assert sorted((m.step, m.value) for m in client.get_metric_history(run.run_id, "m")) == [(0, 1.0), (1, 2.0)]
 

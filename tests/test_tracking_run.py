@@ -15,15 +15,20 @@ from hypothesis import strategies as st
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # offline: telemetry once broke a request
 
+from descentlab.data.idx_specs import cache_root
 from descentlab.tracking.run import RunTracker, find_finished_run
+from descentlab.tracking.settings import SqliteSettings
 from descentlab.tracking.store import artifact_root_for, get_or_create_experiment, open_store, resolve_tracking_uri
+
+# The schema template in the data cache, as the entry configures it: a new store in milliseconds.
+SQLITE = SqliteSettings(template_dir=str(cache_root()))
 
 
 @pytest.fixture(scope="module")
 def mlstore(tmp_path_factory: pytest.TempPathFactory):
     """(client, experiment_id) of one store for the module; tests use their own run names."""
     uri = resolve_tracking_uri(None, tmp_path_factory.mktemp("store"))
-    client = open_store(uri)
+    client = open_store(uri, SQLITE)
     return client, get_or_create_experiment(client, "runs", artifact_root_for(uri))
 
 
@@ -154,7 +159,7 @@ def test_log_series_buffers_a_block_with_spread_timestamps(mlstore) -> None:
         run.log_series("train/loss", 600, [])
     after = int(time.time() * 1000)
     assert [p[0] for p in run.history() if p[1] == "train/loss"] == list(range(600))
-    stamps = [ts for step, key, _, ts in run._points if key == "train/loss"]
+    stamps = [ts for step, key, _, ts in run.buffer.points if key == "train/loss"]
     assert stamps == sorted(stamps) and before <= stamps[0] and stamps[-1] <= after
     stored = client.get_metric_history(run.run_id, "train/loss")
     assert sorted(m.step for m in stored) == [*range(0, 600, 3), 599]  # the last point always goes
@@ -292,10 +297,10 @@ KEYS = st.sampled_from(["train/loss", "test/acc", "a,b", 'q"uote', "l\nf"])  # t
                                  st.integers(0, 2**41)), max_size=30),
        with_timestamp=st.booleans())
 def test_points_csv_is_what_csv_writer_writes(tmp_path_factory, points, with_timestamp: bool) -> None:
-    """`unsent.write_points` formats plain keys itself: the bytes must be csv.writer's, and read back exactly."""
+    """`buffer.write_points` formats plain keys itself: the bytes must be csv.writer's, and read back exactly."""
     import io
 
-    from descentlab.tracking.unsent import write_points
+    from descentlab.tracking.buffer import write_points
 
     path = tmp_path_factory.mktemp("csv") / "points.csv"
     write_points(path, points, with_timestamp)

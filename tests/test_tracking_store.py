@@ -12,6 +12,8 @@ import pytest
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # offline: telemetry once broke a request
 
+from descentlab.data.idx_specs import cache_root
+from descentlab.tracking.settings import SqliteSettings
 from descentlab.tracking.store import (
     TrackingUnavailableError,
     artifact_root_for,
@@ -20,12 +22,15 @@ from descentlab.tracking.store import (
     resolve_tracking_uri,
 )
 
+# The schema template in the data cache, as the entry configures it: a new store in milliseconds.
+SQLITE = SqliteSettings(template_dir=str(cache_root()))
+
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory):
     """(uri, client) of a store created once for the module (schema creation costs ~0.3 s)."""
     uri = resolve_tracking_uri(None, tmp_path_factory.mktemp("store") / "mlruns")
-    return uri, open_store(uri)
+    return uri, open_store(uri, SQLITE)
 
 
 # -- resolve_tracking_uri ------------------------------------------------------------------------
@@ -96,7 +101,7 @@ def test_open_store_creates_db_schema_and_wal(prepared) -> None:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         con.close()
-    assert open_store(uri).search_experiments()  # opening a ready store again is fine
+    assert open_store(uri, SQLITE).search_experiments()  # opening a ready store again is fine
 
 
 def test_open_store_reuses_its_client_while_the_file_is_the_same(tmp_path: Path,
@@ -105,17 +110,17 @@ def test_open_store_reuses_its_client_while_the_file_is_the_same(tmp_path: Path,
     from mlflow.tracking import MlflowClient
 
     uri = resolve_tracking_uri(None, tmp_path / "mlruns")
-    first = open_store(uri)
+    first = open_store(uri, SQLITE)
     checks: list[str] = []
     real = MlflowClient.search_experiments
     monkeypatch.setattr(MlflowClient, "search_experiments",
                         lambda self, *a, **k: checks.append(self.tracking_uri) or real(self, *a, **k))
-    assert open_store(uri) is first and checks == []
+    assert open_store(uri, SQLITE) is first and checks == []
     db = Path(uri.removeprefix("sqlite:///"))
     db.unlink()  # deleted between two jobs: opened, and prepared, again
     for extra in ("-wal", "-shm"):
         db.with_name(db.name + extra).unlink(missing_ok=True)
-    second = open_store(uri)
+    second = open_store(uri, SQLITE)
     assert second is not first and checks == [uri]
     con = sqlite3.connect(db)
     try:  # the new file has MLflow's schema again
@@ -134,7 +139,7 @@ def test_open_store_unreachable_server_fails_fast() -> None:
     uri = f"http://127.0.0.1:{_closed_port()}"
     start = time.monotonic()
     with pytest.raises(TrackingUnavailableError, match=uri) as info:
-        open_store(uri)
+        open_store(uri, SQLITE)
     assert time.monotonic() - start < 6
     assert "\n" not in str(info.value) and isinstance(info.value, RuntimeError)
 
@@ -185,3 +190,20 @@ def test_deleted_experiment_is_restored(prepared) -> None:
     client.delete_experiment(exp_id)
     assert get_or_create_experiment(client, "to-delete", artifact_root_for(uri)) == exp_id
     assert client.get_experiment(exp_id).lifecycle_stage == "active"
+
+
+def test_insecure_tls_probe_checks_neither_certificate_nor_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLFLOW_TRACKING_INSECURE_TLS=true: the probe's context verifies nothing (as MLflow's client then does), built
+    with the public API; without it, urllib's default (verified) context is used."""
+    import ssl
+
+    from descentlab.tracking.store import tls_context
+
+    monkeypatch.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_INSECURE_TLS", "true")
+    context = tls_context("https://tracking.example.org/health")
+    assert context is not None and (context.check_hostname, context.verify_mode) == (False, ssl.CERT_NONE)
+    assert context.protocol == ssl.PROTOCOL_TLS_CLIENT
+    assert tls_context("http://tracking.example.org/health") is None
+    monkeypatch.delenv("MLFLOW_TRACKING_INSECURE_TLS")
+    assert tls_context("https://tracking.example.org/health") is None

@@ -11,18 +11,23 @@ import pytest
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # offline: telemetry once broke a request
 
+from descentlab.data.idx_specs import cache_root
 from descentlab.tracking.callbacks import describe_sweep
 from descentlab.tracking.run import RunTracker
+from descentlab.tracking.settings import SqliteSettings
 from descentlab.tracking.store import artifact_root_for, get_or_create_experiment, open_store, resolve_tracking_uri
 from descentlab.tracking.sweep import STATE_FILE, finish_parent, get_or_create_parent, read_sweep_state
 from descentlab.tracking.sweep_description import describe, write_description
+
+# The schema template in the data cache, as the entry configures it: a new store in milliseconds.
+SQLITE = SqliteSettings(template_dir=str(cache_root()))
 
 
 @pytest.fixture(scope="module")
 def mlstore(tmp_path_factory: pytest.TempPathFactory):
     """(uri, client) of one store for the module."""
     uri = resolve_tracking_uri(None, tmp_path_factory.mktemp("store"))
-    return uri, open_store(uri)
+    return uri, open_store(uri, SQLITE)
 
 
 @pytest.fixture

@@ -11,14 +11,19 @@ import pytest
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # offline: telemetry once broke a request
 
+from descentlab.data.idx_specs import cache_root
 from descentlab.tracking import ui
+from descentlab.tracking.settings import SqliteSettings
 from descentlab.tracking.store import artifact_root_for, get_or_create_experiment, open_store, resolve_tracking_uri
+
+# The schema template in the data cache, as the entry configures it: a new store in milliseconds.
+SQLITE = SqliteSettings(template_dir=str(cache_root()))
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory):
     uri = resolve_tracking_uri(None, tmp_path_factory.mktemp("store") / "mlruns")
-    return uri, open_store(uri)
+    return uri, open_store(uri, SQLITE)
 
 
 class CountingClient:

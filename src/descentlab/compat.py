@@ -7,10 +7,112 @@ Nothing outside this module may touch a private attribute of those libraries.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
 # ----------------------------------------------------------------------------------------------- hydra
 
 # ------------------------------------------------------------------------------------------ joblib/loky
 
 # ---------------------------------------------------------------------------------------------- mlflow
+
+# MLflow offers no public handle on its SQL store (engine, sessions, ORM tables) nor on a run's artifact
+# repository; descentlab uses them for the bulk write path (tracking.bulk), the SQLite PRAGMAs and the schema
+# template (tracking.store), and artifact uploads without a `get_run` each (tracking.run). Nothing imports mlflow
+# at module level here: callers import it only when they need it.
+
+
+def mlflow_sql_store(client: Any) -> Any | None:
+    """The `SqlAlchemyStore` behind an `MlflowClient` (`client._tracking_client.store`); None for any other store,
+    a client that is not an `MlflowClient` (a test double decides by itself), or an MLflow laid out otherwise."""
+    import sys
+
+    module = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")  # not loaded: not a SQL store
+    store_class = getattr(module, "SqlAlchemyStore", None)
+    if store_class is None:
+        return None
+    try:
+        from mlflow.tracking import MlflowClient
+
+        if not isinstance(client, MlflowClient):
+            return None
+        store = client._tracking_client.store
+    except Exception:  # another MLflow layout: the public API still works
+        return None
+    return store if isinstance(store, store_class) else None
+
+
+def mlflow_engine(client: Any) -> Any | None:
+    """The SQLAlchemy engine of the client's SQL store (`store.engine`), or None."""
+    return getattr(mlflow_sql_store(client), "engine", None)
+
+
+def mlflow_dispose_engine(client: Any) -> None:
+    """Close the pooled connections of the client's SQL store (before a file is edited or copied)."""
+    engine = mlflow_engine(client)
+    if engine is not None:
+        engine.dispose()
+
+
+def mlflow_on_sqlite_connect(client: Any, listener: Callable[[Any, Any], None]) -> bool:
+    """Run `listener(dbapi_connection, record)` on every new connection of the client's SQL store, once per engine;
+    pooled connections are closed so that all later ones get it. False when there is no such engine."""
+    engine = mlflow_engine(client)
+    if engine is None:
+        return False
+    import sqlalchemy
+
+    if not sqlalchemy.event.contains(engine, "connect", listener):
+        sqlalchemy.event.listen(engine, "connect", listener)
+        engine.dispose()  # connections pooled so far were opened without it
+    return True
+
+
+def mlflow_write_session(store: Any) -> Any:
+    """A context manager around one read-write ORM session (one transaction) of a SQL store; MLflow wraps
+    database errors in `MlflowException` with the original as `__cause__`."""
+    return store.ManagedSessionMaker(read_only=False)
+
+
+@dataclass(frozen=True)
+class MlflowOrm:
+    """MLflow's ORM classes for the tables tracking.bulk writes (`mlflow.store.tracking.dbmodels.models`)."""
+
+    run: Any  # SqlRun: run_uuid, lifecycle_stage, status, end_time
+    metric: Any  # SqlMetric: run_uuid, key, value, timestamp, step, is_nan
+    latest_metric: Any  # SqlLatestMetric: the same columns, one row per (run, key)
+    param: Any  # SqlParam: run_uuid, key, value
+
+
+def mlflow_orm() -> MlflowOrm | None:
+    """MLflow's ORM models, or None when MLflow moved them (callers then use the public client)."""
+    try:
+        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun
+    except ImportError:  # pragma: no cover - only when MLflow reorganises its modules
+        return None
+    return MlflowOrm(run=SqlRun, metric=SqlMetric, latest_metric=SqlLatestMetric, param=SqlParam)
+
+
+def mlflow_checked_params(params: Sequence[Any]) -> list[Any]:
+    """`params` (MLflow `Param`s) checked as `log_batch` checks them (raising its errors), as it would store them."""
+    from mlflow.utils.validation import _validate_batch_log_data, _validate_param_keys_unique
+
+    _, checked, _ = _validate_batch_log_data([], list(params), [])
+    _validate_param_keys_unique(checked)
+    return list(checked)
+
+
+def mlflow_artifact_repository(artifact_uri: str, tracking_uri: str) -> Any | None:
+    """The artifact repository of a run's `artifact_uri` (what `MlflowClient.log_artifact` builds after a
+    `get_run`), or None when this MLflow lacks the registry (callers then use the client)."""
+    try:
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+        from mlflow.utils.uri import add_databricks_profile_info_to_artifact_uri
+    except ImportError:  # pragma: no cover - only when MLflow reorganises its modules
+        return None
+    uri = add_databricks_profile_info_to_artifact_uri(artifact_uri, tracking_uri)
+    return get_artifact_repository(uri, tracking_uri=tracking_uri)
+
 
 # --------------------------------------------------------------------------------------------- CPython

@@ -11,16 +11,18 @@ to check that it is active, ~6 and ~3 ms a job; here MLflow's own validation run
 run's state and one INSERT, or one UPDATE (~1 ms each).
 Only for SQL stores reached directly; anything else (a tracking server, a point or param already stored, an
 inactive run, an MLflow whose internals moved) returns False and the caller uses MLflow's own call: faster,
-never different.
+never different. The SQL is written here; the engine, sessions, ORM models and MLflow's param validation are
+reached through `descentlab.compat` (MLflow's internals, each with a test of its own).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from descentlab import compat
 
 _log = logging.getLogger(__name__)
 
@@ -29,20 +31,7 @@ Point = tuple[int, str, float, int]  # (step, key, value, timestamp_ms), as RunT
 
 def sql_store(client: Any) -> Any | None:
     """The `SqlAlchemyStore` behind an `MlflowClient` (or a `RetryingClient` around one); None otherwise."""
-    module = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")  # not loaded: not a SQL store
-    store_class = getattr(module, "SqlAlchemyStore", None)
-    if store_class is None:
-        return None
-    client = getattr(client, "raw", client)
-    try:
-        from mlflow.tracking import MlflowClient
-
-        if not isinstance(client, MlflowClient):  # a wrapper or test double: its own log_batch decides
-            return None
-        store = client._tracking_client.store
-    except Exception:  # another MLflow layout: the public API still works
-        return None
-    return store if isinstance(store, store_class) else None
+    return compat.mlflow_sql_store(getattr(client, "raw", client))
 
 
 def _sanitize(value: float) -> tuple[bool, float]:
@@ -62,10 +51,10 @@ def insert_metrics(store: Any, run_id: str, points: Sequence[Point]) -> bool:
     """
     if not points:
         return True
-    try:
-        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
-    except ImportError:  # pragma: no cover - only when MLflow reorganises its modules
+    orm = compat.mlflow_orm()
+    if orm is None:  # pragma: no cover - only when MLflow reorganises its modules
         return False
+    SqlMetric, SqlLatestMetric = orm.metric, orm.latest_metric
 
     rows = []
     latest: dict[str, tuple[int, int, float, bool]] = {}
@@ -103,10 +92,13 @@ def _write(store: Any, run_id: str, write: Callable[[Any], object], what: str) -
     import sqlalchemy
     from mlflow.entities import LifecycleStage
     from mlflow.exceptions import MlflowException
-    from mlflow.store.tracking.dbmodels.models import SqlRun
 
+    orm = compat.mlflow_orm()
+    if orm is None:  # pragma: no cover - only when MLflow reorganises its modules
+        return False
+    SqlRun = orm.run
     try:
-        with store.ManagedSessionMaker(read_only=False) as session:
+        with compat.mlflow_write_session(store) as session:
             stage = session.query(SqlRun.lifecycle_stage).filter(SqlRun.run_uuid == run_id).scalar()
             if stage != LifecycleStage.ACTIVE:
                 return False
@@ -127,25 +119,22 @@ def insert_params(store: Any, run_id: str, params: Sequence[Any]) -> bool:
     """
     if not params:
         return True
-    try:
-        from mlflow.store.tracking.dbmodels.models import SqlParam
-        from mlflow.utils.validation import _validate_batch_log_data, _validate_param_keys_unique
-    except ImportError:  # pragma: no cover - only when MLflow reorganises its modules
+    orm = compat.mlflow_orm()
+    if orm is None:  # pragma: no cover - only when MLflow reorganises its modules
         return False
-
-    _, checked, _ = _validate_batch_log_data([], list(params), [])
-    _validate_param_keys_unique(checked)
+    checked = compat.mlflow_checked_params(params)  # raises what log_batch raises
     rows = [{"run_uuid": run_id, "key": p.key, "value": p.value} for p in checked]
-    return _write(store, run_id, lambda session: session.execute(SqlParam.__table__.insert(), rows), "param")
+    return _write(store, run_id, lambda session: session.execute(orm.param.__table__.insert(), rows), "param")
 
 
 def end_run(store: Any, run_id: str, status: str, end_time_ms: int) -> bool:
     """Set an active run's terminal `status` and end time, what `set_terminated` stores; False: nothing done."""
-    try:
-        from mlflow.entities import RunStatus
-        from mlflow.store.tracking.dbmodels.models import SqlRun
-    except ImportError:  # pragma: no cover - only when MLflow reorganises its modules
+    from mlflow.entities import RunStatus
+
+    orm = compat.mlflow_orm()
+    if orm is None:  # pragma: no cover - only when MLflow reorganises its modules
         return False
+    SqlRun = orm.run
 
     status = RunStatus.to_string(RunStatus.from_string(status))  # MLflow's check of the name
     values = {SqlRun.status: status, SqlRun.end_time: int(end_time_ms)}

@@ -2,7 +2,7 @@
 
 A job killed with SIGKILL (OOM killer, a scheduler, a lost node) cannot close its run, which then stays
 RUNNING forever. Each run therefore carries `process.pid`, `process.host`, `process.started_ms` and
-`heartbeat_ms`; a daemon thread refreshes `heartbeat_ms` every `DESCENTLAB_HEARTBEAT_S` seconds (30 by
+`heartbeat_ms`; a daemon thread refreshes `heartbeat_ms` every `tracking.heartbeat_s` seconds (30 by
 default: one small write per 30 s, nothing per iteration). `tracking.repair` reads them to tell a dead
 run from a live one. No mlflow import here.
 """
@@ -22,7 +22,6 @@ __all__ = [
     "PID_TAG",
     "STARTED_TAG",
     "Heartbeat",
-    "heartbeat_interval_s",
     "liveness_tags",
     "process_alive",
 ]
@@ -35,25 +34,6 @@ STARTED_TAG = "process.started_ms"
 HEARTBEAT_TAG = "heartbeat_ms"
 DEFAULT_HEARTBEAT_S = 30.0
 START_SLACK_S = 5.0  # a pid whose process started this long after the run did is a reused pid
-
-
-def env_seconds(name: str, default: float, *, allow_zero: bool = False) -> float:
-    """A number of seconds (> 0, or >= 0 with `allow_zero`) from the environment variable `name`, else `default`."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not (value >= 0 if allow_zero else value > 0):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0 seconds'}, got {raw!r}")
-    return value
-
-
-def heartbeat_interval_s() -> float:
-    """Seconds between heartbeats: $DESCENTLAB_HEARTBEAT_S, else 30."""
-    return env_seconds("DESCENTLAB_HEARTBEAT_S", DEFAULT_HEARTBEAT_S)
 
 
 def now_ms() -> int:
@@ -118,10 +98,12 @@ class Heartbeat:
     Uses the plain client (no retries): a missed beat is harmless, the next one comes `interval_s` later.
     """
 
-    def __init__(self, client: Any, run_id: str, interval_s: float | None = None) -> None:
+    def __init__(self, client: Any, run_id: str, interval_s: float = DEFAULT_HEARTBEAT_S) -> None:
+        if not interval_s > 0:
+            raise ValueError(f"tracking.heartbeat_s must be > 0 seconds, got {interval_s!r}")
         self.client = client
         self.run_id = run_id
-        self.interval_s = heartbeat_interval_s() if interval_s is None else float(interval_s)
+        self.interval_s = float(interval_s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id[:8]}", daemon=True)
 

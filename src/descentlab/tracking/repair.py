@@ -2,7 +2,7 @@
 
 A run is stale when (liveness tags from `tracking.liveness`):
 - it was started on this host and its process no longer exists (or the pid now belongs to another process), or
-- its last heartbeat is older than the timeout (`DESCENTLAB_STALE_AFTER_S`, 300 s by default: ten missed
+- its last heartbeat is older than the timeout (`tracking.stale_after_s`, 300 s by default: ten missed
   beats), whatever the host.
 A live process on this host is never touched, however old its heartbeat. Runs without a heartbeat tag
 (created before this existed, or by other tools) are left alone. A sweep's parent run (no heartbeat of its
@@ -25,12 +25,11 @@ from descentlab.tracking.liveness import (
     HOST_TAG,
     PID_TAG,
     STARTED_TAG,
-    env_seconds,
     now_ms,
     process_alive,
 )
 
-__all__ = ["Stale", "find_stale_runs", "repair_experiment", "stale_after_s"]
+__all__ = ["DEFAULT_STALE_AFTER_S", "Stale", "find_stale_runs", "repair_experiment"]
 
 _log = logging.getLogger(__name__)
 
@@ -45,11 +44,6 @@ class Stale:
     run_name: str
     reason: str
     last_alive_ms: int
-
-
-def stale_after_s() -> float:
-    """$DESCENTLAB_STALE_AFTER_S, else 300 s."""
-    return env_seconds("DESCENTLAB_STALE_AFTER_S", DEFAULT_STALE_AFTER_S)
 
 
 def _int(value: str | None) -> int | None:
@@ -96,7 +90,7 @@ def find_stale_runs(client: Any, experiment_id: str, *, timeout_s: float | None 
 
     `config_hash`: only runs of that configuration (and no parents), for a single run's start.
     """
-    timeout_s = stale_after_s() if timeout_s is None else float(timeout_s)
+    timeout_s = DEFAULT_STALE_AFTER_S if timeout_s is None else float(timeout_s)
     host, now = socket.gethostname(), now_ms()
     extra = f" and tags.config_hash = '{config_hash}'" if config_hash else ""
     running = _running(client, experiment_id, extra)

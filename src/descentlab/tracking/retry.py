@@ -2,7 +2,7 @@
 
 Two faults are transient: a tracking server that restarts (connection refused, 5xx) and a SQLite file
 locked by other writers ("database is locked", which MLflow reports as TEMPORARILY_UNAVAILABLE).
-`RetryingClient` wraps an `MlflowClient`: each call is retried until `DESCENTLAB_TRACKING_RETRY_S`
+`RetryingClient` wraps an `MlflowClient`: each call is retried until `tracking.retry_s`
 seconds (120 by default) have passed. Once a call has given up, later calls get a single attempt until
 one succeeds, so a run whose server stays away fails in one retry window, not one per call.
 
@@ -21,8 +21,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
-
-from descentlab.tracking.liveness import env_seconds
 
 __all__ = ["RetryPolicy", "RetryingClient", "bound_mlflow_http_retries", "is_transient", "retry_call"]
 
@@ -50,12 +48,6 @@ class RetryPolicy:
     deadline_s: float = DEFAULT_RETRY_S
     first_wait_s: float = 0.5
     max_wait_s: float = 10.0
-
-    @classmethod
-    def from_env(cls) -> RetryPolicy:
-        """`DESCENTLAB_TRACKING_RETRY_S` (seconds, >= 0; 0 = a single attempt) sets the deadline."""
-        deadline = env_seconds("DESCENTLAB_TRACKING_RETRY_S", DEFAULT_RETRY_S, allow_zero=True)
-        return cls(deadline_s=deadline)
 
     def waits(self) -> Any:
         wait = self.first_wait_s
@@ -108,7 +100,7 @@ class RetryingClient:
 
     def __init__(self, client: Any, policy: RetryPolicy | None = None) -> None:
         self.client = client
-        self.policy = policy or RetryPolicy.from_env()
+        self.policy = policy or RetryPolicy()
         self.outage_since: float | None = None  # monotonic time the last call gave up; None when the store answers
 
     def __getattr__(self, name: str) -> Any:

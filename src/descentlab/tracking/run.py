@@ -1,37 +1,32 @@
-"""One MLflow run: creation, buffered metric logging, a metric-history CSV, and a reliable ending.
+"""One MLflow run's lifecycle: creation with liveness tags, a heartbeat, params/tags/artifacts, a reliable ending.
 
-Metrics are buffered and sent with `log_batch` because one `log_metric` call per step costs 7-18 s
-for 2,000 steps on SQLite, against 0.2-0.4 s batched (field notes). Every point is also kept in
-memory so the whole history can be written as one CSV artifact: reading it back through
-`get_metric_history` costs ~10 ms per run and key.
-
-Even batched, MLflow's SQLAlchemy store spends ~80 us of CPU per point in its ORM: ~0.16 s for a 2,000-step
-run. On a SQL store reached directly the points therefore go in through `tracking.bulk` (the same rows,
-~11 us a point), with `log_batch` as the fallback. `store_every=k` sends only the points of steps divisible
-by k (plus each key's last point) to the store; the CSV keeps them all. `fit` hands the losses over in
-blocks (`log_series`), so nothing here runs once per training step.
+The pieces it is made of: `buffer.MetricBuffer` keeps every point (the history, `metrics.csv`) and decides when to
+send; `sink` writes them (MLflow's client or the bulk SQL path), chosen once per run; `unsent` saves what the store
+could not take if it went away for good; `liveness` beats. `fit` hands the losses over in blocks (`log_series`),
+so nothing here runs once per training step.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
 import getpass
 import logging
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from descentlab.tracking import bulk, liveness, unsent
-from descentlab.tracking.retry import RetryingClient, is_transient
+from descentlab.tracking import liveness, unsent
+from descentlab.tracking.buffer import HISTORY_CSV, MetricBuffer
+from descentlab.tracking.retry import RetryingClient, RetryPolicy, is_transient
+from descentlab.tracking.sink import MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, choose_sink
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,13 +42,9 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limits
-MAX_METRICS_PER_BULK = 10_000  # points per transaction of `tracking.bulk`
-MAX_PARAMS_PER_BATCH = 100
 MAX_TAGS_PER_BATCH = 100
 MAX_PARAM_LENGTH = 6000  # MLflow rejects longer param values
 MAX_ERROR_LENGTH = 4000  # tag values may hold 8,000 characters; keep the error tag readable
-HISTORY_CSV = "metrics.csv"
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 
@@ -80,11 +71,6 @@ def param_str(value: object) -> str:
     return text
 
 
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 def _default_tags() -> dict[str, str]:
     """What MLflow's fluent API would add and the UI shows: user and source."""
     tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": os.path.basename(sys.argv[0] or "python")}
@@ -96,15 +82,12 @@ def _default_tags() -> dict[str, str]:
 class RunTracker:
     """Context manager around one run; the run's status always ends terminal, the exception still propagates.
 
-    `flush_every`: pending points that trigger a `log_batch` (also sent at finish); `flush_seconds`: the
-    longest a point waits (checked when points arrive), so a long run's metrics show up while it trains
-    and a short one writes once at its end (each write costs ~4 ms besides its rows).
-    `store_every`: send to the store only points whose step is a multiple of it (each key's last
-    point is sent too, so the run's latest values are right); the history CSV keeps every point.
+    `flush_every`, `flush_seconds`, `store_every`: the metric buffer's policy (`buffer.MetricBuffer`).
     `spill_dir`: where unsent metrics go if the store goes away for good (`tracking.unsent`).
-    `bulk_metrics=False`: always send metrics with `log_batch`, never through `tracking.bulk`.
-    Faults: every client call retries transient errors (`tracking.retry`); a heartbeat thread
-    (`tracking.liveness`) lets `tracking.repair` tell a killed run from a live one.
+    `bulk_metrics=False`: always write with MLflow's client, never through `tracking.bulk` (`sink`).
+    `heartbeat_s`: seconds between heartbeats (`tracking.liveness`), so `tracking.repair` tells a killed run
+    from a live one. `retry_s`: how long every client call rides out transient errors (`tracking.retry`).
+    Usually built by `TrackingSession.new_run`, which takes these from the settings.
     """
 
     keeps_artifacts = True  # NullTracker: False, so callers can skip building files nobody keeps
@@ -121,41 +104,44 @@ class RunTracker:
         store_every: int = 1,
         spill_dir: str | os.PathLike[str] | None = None,
         bulk_metrics: bool = True,
+        heartbeat_s: float = liveness.DEFAULT_HEARTBEAT_S,
+        retry_s: float = 120.0,
     ) -> None:
-        if flush_every < 1:
-            raise ValueError(f"flush_every must be >= 1, got {flush_every}")
-        if not flush_seconds >= 0:
-            raise ValueError(f"flush_seconds must be >= 0, got {flush_seconds}")
-        if store_every < 1:
-            raise ValueError(f"store_every must be >= 1, got {store_every}")
-        self.client = client if isinstance(client, RetryingClient) else RetryingClient(client)
-        # A SQL store reached directly takes metric points in bulk (`tracking.bulk`); None: log_batch.
-        self._bulk_store = bulk.sql_store(self.client) if bulk_metrics else None
+        self.buffer = MetricBuffer(flush_every, flush_seconds, store_every)
+        if not heartbeat_s > 0:
+            raise ValueError(f"heartbeat_s must be > 0, got {heartbeat_s}")
+        if not retry_s >= 0:
+            raise ValueError(f"retry_s must be >= 0, got {retry_s}")
+        self.client = client if isinstance(client, RetryingClient) else RetryingClient(client, RetryPolicy(retry_s))
+        self.sink = choose_sink(self.client, bulk_metrics)
+        self.heartbeat_s = float(heartbeat_s)
         self.spill_dir = spill_dir
         self._heartbeat: liveness.Heartbeat | None = None
         self.experiment_id = str(experiment_id)
         self.run_name = run_name
         self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
         self.parent_run_id = parent_run_id
-        self.flush_every = int(flush_every)
-        self.flush_seconds = float(flush_seconds)
-        self._last_flush = time.monotonic()
-        self.store_every = int(store_every)
         self.run_id: str | None = None
         self.artifact_uri: str | None = None
         self._artifact_repo: Any = None  # built from artifact_uri at the first artifact
         self.status: str | None = None  # terminal status once finished
-        # Every point as (step, key, value, timestamp_ms), for the history CSV ...
-        self._points: list[tuple[int, str, float, int]] = []
-        # ... and those still to be sent to the store (removed only once log_batch succeeded).
-        self._pending: list[tuple[int, str, float, int]] = []
         self._finished = False
-        self._closing = False  # finish() started: last points queued
-        self._last_ms: int | None = None  # time of the last log_metrics/log_series call
+
+    @property
+    def flush_every(self) -> int:
+        return self.buffer.flush_every
+
+    @property
+    def flush_seconds(self) -> float:
+        return self.buffer.flush_seconds
+
+    @property
+    def store_every(self) -> int:
+        return self.buffer.store_every
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> RunTracker:
-        """Create the run (RUNNING). `with RunTracker(...)` calls this."""
+        """Create the run (RUNNING) and start its heartbeat. `with RunTracker(...)` calls this."""
         if self.run_id is not None:
             raise RuntimeError(f"run {self.run_id} already started")
         tags = {**_default_tags(), **liveness.liveness_tags(), **self.tags}
@@ -164,8 +150,8 @@ class RunTracker:
         run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=tags)
         self.run_id = run.info.run_id
         self.artifact_uri = run.info.artifact_uri
-        self._last_flush = time.monotonic()
-        self._heartbeat = liveness.Heartbeat(self.client.raw, self.run_id).start()
+        self.buffer.flushed()
+        self._heartbeat = liveness.Heartbeat(self.client.raw, self.run_id, self.heartbeat_s).start()
         return self
 
     def __enter__(self) -> RunTracker:
@@ -205,14 +191,12 @@ class RunTracker:
         """
         if self._finished:
             return
-        self._require_started()
+        run_id = self._require_started()
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"status must be one of {TERMINAL_STATUSES}, got {status!r}")
         problems: list[BaseException] = []
         requested = status  # what the run ends as once unsent metrics are imported
-        if not self._closing:
-            self._closing = True
-            self._queue_last_points()
+        self.buffer.close()
         try:
             self.flush()
         except BaseException as exc:
@@ -225,13 +209,13 @@ class RunTracker:
         if error:
             text = error if len(error) <= MAX_ERROR_LENGTH else error[: MAX_ERROR_LENGTH - 3] + "..."
             try:
-                self.client.set_tag(self.run_id, "error", text)
+                self.client.set_tag(run_id, "error", text)
             except Exception as exc:
                 problems.append(exc)
         if self._heartbeat is not None:
             self._heartbeat.stop()
         try:
-            self._end(status)
+            self.sink.end(run_id, status, int(time.time() * 1000))
         except Exception as exc:
             problems.append(exc)
         else:
@@ -240,14 +224,6 @@ class RunTracker:
         if problems:
             self._raise_lost(problems, requested)
             raise problems[0]
-
-    def _end(self, status: str) -> None:
-        """The terminal status: in one UPDATE on a SQL store (`tracking.bulk`), else with `set_terminated`."""
-        run_id, store = str(self.run_id), self._bulk_store
-        now = int(time.time() * 1000)
-        if store is None or not self.client.retrying(lambda: bulk.end_run(store, run_id, status, now),
-                                                     "MLflow set_terminated"):
-            self.client.set_terminated(run_id, status, end_time=now)
 
     def _raise_lost(self, problems: list[BaseException], status: str) -> None:
         """If the store is away (a transient error outlived the retries), save what it lacks and say where."""
@@ -258,7 +234,7 @@ class RunTracker:
         raise unsent.save_unsent(
             self.spill_dir, run_id=str(self.run_id), experiment_id=self.experiment_id,
             tracking_uri=str(self.client.tracking_uri), run_name=self.run_name, status=status, error=lost,
-            unsent=self._pending, history=self._points,
+            unsent=self.buffer.pending, history=self.buffer.points,
         )
 
     def _require_started(self) -> str:
@@ -274,16 +250,9 @@ class RunTracker:
 
     # -- params and tags ---------------------------------------------------------------------------
     def log_params(self, params: Mapping[str, object]) -> None:
-        """All params at once: one transaction on a SQL store (`tracking.bulk`), else a `log_batch` per 100 keys
-        (69 ms vs 613 ms for 30 one-by-one)."""
+        """All params at once (`sink`: one transaction on a SQL store, else a `log_batch` per 100 keys)."""
         run_id = self._require_open()
-        entities = [Param(str(k), param_str(v)) for k, v in params.items()]
-        store = self._bulk_store
-        if store is not None and self.client.retrying(lambda: bulk.insert_params(store, run_id, entities),
-                                                      "MLflow log_batch"):
-            return
-        for chunk in _chunks(entities, MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(run_id, params=chunk, synchronous=True)
+        self.sink.write_params(run_id, [Param(str(k), param_str(v)) for k, v in params.items()])
 
     def set_tag(self, key: str, value: object) -> None:
         self.client.set_tag(self._require_started(), key, str(value))
@@ -291,107 +260,53 @@ class RunTracker:
     def set_tags(self, tags: Mapping[str, object]) -> None:
         run_id = self._require_started()
         entities = [RunTag(str(k), str(v)) for k, v in tags.items()]
-        for chunk in _chunks(entities, MAX_TAGS_PER_BATCH):
-            self.client.log_batch(run_id, tags=chunk, synchronous=True)
+        for i in range(0, len(entities), MAX_TAGS_PER_BATCH):
+            self.client.log_batch(run_id, tags=entities[i : i + MAX_TAGS_PER_BATCH], synchronous=True)
 
     # -- metrics -----------------------------------------------------------------------------------
     def log_metric(self, key: str, value: float, step: int) -> None:
         """Buffer one point; sent when `flush_every` points are pending, after `flush_seconds`, and at finish."""
         self._require_open()
-        self._buffer([(int(step), key, float(value), int(time.time() * 1000))])
+        self._add([(int(step), key, float(value), int(time.time() * 1000))])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Buffer several points of one step (`training.fit`'s callback has the arguments swapped)."""
         self._require_open()
-        step, now = int(step), int(time.time() * 1000)
-        self._last_ms = now
-        self._buffer([(step, key, float(value), now) for key, value in metrics.items()])
+        self._add(self.buffer.step_points(dict(metrics), step))
 
     def log_series(self, key: str, first_step: int, values: Sequence[float]) -> None:
-        """Buffer `values` as steps first_step, first_step + 1, ... of one metric (`fit`'s loss blocks).
-
-        Timestamps are spread evenly from the previous logging call to now: one clock read per block.
-        """
+        """Buffer `values` as steps first_step, first_step + 1, ... of one metric (`fit`'s loss blocks)."""
         self._require_open()
-        now = int(time.time() * 1000)
-        n = len(values)
-        if n == 0:
-            return
-        since = min(self._last_ms if self._last_ms is not None else now, now)
-        self._last_ms = now
-        self._buffer([(first_step + i, key, float(v), since + (now - since) * (i + 1) // n)
-                      for i, v in enumerate(values)])
+        self._add(self.buffer.series(key, first_step, values))
 
-    def _buffer(self, points: list[tuple[int, str, float, int]]) -> None:
-        """Keep `points` for the history; queue those of steps divisible by `store_every`; flush when due."""
-        self._points.extend(points)
-        every = self.store_every
-        queued = points if every == 1 else [p for p in points if p[0] % every == 0]
-        if queued:
-            self._pending.extend(queued)
-            if len(self._pending) >= self.flush_every or time.monotonic() - self._last_flush >= self.flush_seconds:
-                self.flush()
+    def _add(self, points: list[tuple[int, str, float, int]]) -> None:
+        if self.buffer.add(points):
+            self.flush()
 
     def flush(self) -> None:
-        """Send pending points with log_batch, ≤1,000 per call; a chunk that fails stays pending.
-
-        The cyclic GC is paused meanwhile: the thousands of short-lived ORM objects MLflow creates
-        per batch otherwise trigger collections that cost ~10% (~50% on a process's first batch).
-        """
+        """Send the pending points through the run's sink, in chunks; a chunk that fails stays pending."""
         run_id = self._require_started()
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            while self._pending:
-                # One transaction for all pending points on the bulk path (each costs ~3 ms besides its rows).
-                chunk = self._pending[: MAX_METRICS_PER_BULK if self._bulk_store else MAX_METRICS_PER_BATCH]
-                if not self._insert_bulk(run_id, chunk):
-                    chunk = chunk[:MAX_METRICS_PER_BATCH]
-                    metrics = [Metric(key, value, ts, step) for step, key, value, ts in chunk]
-                    self.client.log_batch(run_id, metrics=metrics, synchronous=True)
-                del self._pending[: len(chunk)]
-            self._last_flush = time.monotonic()
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-
-    def _insert_bulk(self, run_id: str, chunk: list[tuple[int, str, float, int]]) -> bool:
-        """The chunk through `tracking.bulk` (SQL stores), retried like any client call; False: use log_batch."""
-        store = self._bulk_store
-        if store is None:
-            return False
-        return self.client.retrying(lambda: bulk.insert_metrics(store, run_id, chunk), "MLflow log_batch")
-
-    def _queue_last_points(self) -> None:
-        """With store_every > 1, make sure each key's last point reaches the store (its latest value)."""
-        if self.store_every == 1:
-            return
-        last: dict[str, tuple[int, str, float, int]] = {}
-        for point in self._points:
-            last[point[1]] = point
-        self._pending.extend(p for p in last.values() if p[0] % self.store_every != 0)
+        buffer, sink = self.buffer, self.sink
+        while buffer.pending:
+            buffer.sent(sink.write_metrics(run_id, buffer.pending[: sink.chunk]))
+        buffer.flushed()
 
     @property
     def n_pending(self) -> int:
         """Points logged for the store but not yet sent."""
-        return len(self._pending)
+        return len(self.buffer.pending)
 
     def history(self) -> list[tuple[int, str, float]]:
         """Every logged point as (step, metric, value), in logging order."""
-        return [(step, key, value) for step, key, value, _ in self._points]
+        return self.buffer.history()
 
     def history_frame(self) -> pd.DataFrame:
         """The metric history as a DataFrame with columns step, metric, value."""
-        import pandas as pd
-
-        return pd.DataFrame(self.history(), columns=["step", "metric", "value"])
+        return self.buffer.history_frame()
 
     def write_history_csv(self, path: str | os.PathLike[str]) -> Path:
         """Write the full history as CSV (step,metric,value; values round-trip exactly)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        unsent.write_points(path, self._points, with_timestamp=False)
-        return path
+        return self.buffer.write_csv(path)
 
     def log_history(self, artifact_path: str | None = None, filename: str = HISTORY_CSV) -> None:
         """Write the history CSV and store it as an artifact (what analysis reads)."""
@@ -407,14 +322,9 @@ class RunTracker:
         SQLite) for each run. None if this MLflow lacks the registry: the client's calls are used then.
         """
         if self._artifact_repo is None and self.artifact_uri:
-            try:
-                from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-                from mlflow.utils.uri import add_databricks_profile_info_to_artifact_uri
-            except ImportError:  # pragma: no cover - only when MLflow reorganises its modules
-                return None
-            tracking_uri = str(self.client.tracking_uri)
-            uri = add_databricks_profile_info_to_artifact_uri(self.artifact_uri, tracking_uri)
-            self._artifact_repo = get_artifact_repository(uri, tracking_uri=tracking_uri)
+            from descentlab import compat
+
+            self._artifact_repo = compat.mlflow_artifact_repository(self.artifact_uri, str(self.client.tracking_uri))
         return self._artifact_repo
 
     def log_artifact(self, local_path: str | os.PathLike[str], artifact_path: str | None = None) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from descentlab.data.idx_specs import cache_root  # the one cache root: $DESCENTLAB_CACHE_DIR, XDG, ~/.cache
+from descentlab.tracking.settings import SqliteSettings
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -80,7 +80,8 @@ def _sqlite_parts(uri: str) -> tuple[str, str]:
     return path, sep + query
 
 
-def _validate(uri: str) -> None:
+def validate_uri(uri: str) -> None:
+    """ValueError (one line, password redacted) unless `uri` is a tracking URI descentlab can open."""
     if uri == "databricks":  # MLflow's bare form: the default Databricks profile
         return
     parts = urlsplit(uri)
@@ -106,7 +107,7 @@ def resolve_tracking_uri(uri: str | None, store_dir: str | os.PathLike[str]) -> 
     if chosen is None:
         db = Path(store_dir).expanduser().absolute() / "mlflow.db"
         return _SQLITE_PREFIX + db.as_posix()
-    _validate(chosen)
+    validate_uri(chosen)
     if urlsplit(chosen).scheme.lower() == "sqlite":
         path, query = _sqlite_parts(chosen)
         if path != ":memory:" and not path.startswith("/"):
@@ -162,44 +163,33 @@ def check_store_writable(uri: str, min_free_mb: float = 0.0) -> None:
                                        f"tracking.min_free_mb={min_free_mb:g} MB is needed (free space or lower it)")
 
 
-def _wal_wanted() -> bool:
-    return os.environ.get("DESCENTLAB_SQLITE_WAL", "1").strip().lower() not in ("0", "false", "no", "off")
-
-
 def _normal_sync(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
 
-def _relax_sync(client: MlflowClient) -> None:
+def _relax_sync(client: MlflowClient, sqlite: SqliteSettings) -> None:
     """`PRAGMA synchronous=NORMAL` on the connections of MLflow's engine for a WAL database.
 
-    Why: in WAL mode a commit then skips its fsync (checkpoints still sync), ~4 ms of a job's ~25 ms of
-    metric rows; the database stays consistent, and only a power cut or OS crash (not a killed process) can
-    lose the last commits. SQLite's own advice for WAL. DESCENTLAB_SQLITE_SYNC=full keeps SQLite's default.
+    Why: in WAL mode a commit then skips its fsync (checkpoints still sync); the database stays consistent, and
+    only a power cut or OS crash (not a killed process) can lose the last commits. SQLite's own advice for WAL.
+    `tracking.sqlite.synchronous=full` keeps SQLite's default.
     """
-    if not _wal_wanted() or os.environ.get("DESCENTLAB_SQLITE_SYNC", "normal").strip().lower() != "normal":
+    if not sqlite.relaxed_sync:
         return
-    import sqlalchemy
+    from descentlab import compat
 
-    from descentlab.tracking.bulk import sql_store
-
-    store = sql_store(client)
-    engine = getattr(store, "engine", None)
-    if engine is None or sqlalchemy.event.contains(engine, "connect", _normal_sync):
-        return
-    sqlalchemy.event.listen(engine, "connect", _normal_sync)
-    engine.dispose()  # connections pooled so far were opened without it
+    compat.mlflow_on_sqlite_connect(client, _normal_sync)
 
 
-def _enable_wal(db: Path) -> None:
+def _enable_wal(db: Path, sqlite: SqliteSettings) -> None:
     """Switch the database to WAL journaling (a persistent property of the file).
 
     Why: readers (the UI, analysis) no longer block writers, and commits are cheaper (2.5-4x for
     one-row writes in the field notes; our batched writes gain ~5%). Done with sqlite3 after MLflow
     created its schema, in the launching process before jobs start; skipped when already WAL; a
-    failure only warns. WAL needs shared memory: set DESCENTLAB_SQLITE_WAL=0 on network file systems.
+    failure only warns. WAL needs shared memory: set tracking.sqlite.wal=false on network file systems.
     """
-    if not _wal_wanted():
+    if not sqlite.wal:
         return
     try:
         con = sqlite3.connect(db, timeout=20.0)
@@ -215,15 +205,26 @@ def _enable_wal(db: Path) -> None:
         _log.warning("could not switch %s to WAL (%s); writes will be slower", db, mode)
 
 
+def tls_context(url: str) -> ssl.SSLContext | None:
+    """The TLS context of the health probe, following MLflow's TLS variables so the probe agrees with the client:
+    MLFLOW_TRACKING_INSECURE_TLS=true (no certificate or host check), MLFLOW_TRACKING_SERVER_CERT_PATH (a CA file);
+    None (urllib's default) otherwise or for plain HTTP."""
+    if not url.startswith("https"):
+        return None
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        context = ssl.create_default_context()  # with the two lines below: what CPython's private
+        context.check_hostname = False  # ssl._create_unverified_context builds
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    if os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"):
+        return ssl.create_default_context(cafile=os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"])
+    return None
+
+
 def _probe_http(uri: str) -> None:
     """GET /health with a short timeout: MLflow's own client would retry an absent server for minutes."""
     url = uri.rstrip("/") + "/health"
-    context = None
-    if url.startswith("https"):  # honour MLflow's TLS settings, so the probe agrees with the client
-        if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
-            context = ssl._create_unverified_context()
-        elif os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"):
-            context = ssl.create_default_context(cafile=os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"])
+    context = tls_context(url)
     try:
         with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT_S, context=context) as resp:
             resp.read(64)
@@ -248,7 +249,7 @@ def _probe_tcp(uri: str) -> None:
         raise TrackingUnavailableError(f"tracking database {redact(uri)} is unreachable: {exc}") from exc
 
 
-def _schema_template() -> Path | None:
+def _schema_template(folder: str) -> Path | None:
     """An empty SQLite store with MLflow's current schema, built once per MLflow/SQLAlchemy/Alembic version.
 
     Why: MLflow creates a new store's schema by running its ~60 Alembic migrations (~1.2 s, and several
@@ -262,7 +263,7 @@ def _schema_template() -> Path | None:
         versions = "-".join(metadata.version(d) for d in ("mlflow", "sqlalchemy", "alembic"))
     except metadata.PackageNotFoundError:
         return None
-    template = cache_root() / f"mlflow-empty-{re.sub(r'[^A-Za-z0-9.]+', '_', versions)}.db"
+    template = Path(folder).expanduser() / f"mlflow-empty-{re.sub(r'[^A-Za-z0-9.]+', '_', versions)}.db"
     if template.is_file():
         return template
     try:
@@ -273,8 +274,10 @@ def _schema_template() -> Path | None:
 
             client = MlflowClient(tracking_uri=_SQLITE_PREFIX + db.as_posix())
             client.search_experiments(max_results=1)
+            from descentlab import compat
+
             with contextlib.suppress(Exception):  # close pooled connections before editing the file
-                client._tracking_client.store.engine.dispose()
+                compat.mlflow_dispose_engine(client)
             del client
             con = sqlite3.connect(db)
             try:
@@ -291,11 +294,11 @@ def _schema_template() -> Path | None:
         return None
 
 
-def _copy_schema_template(db: Path) -> None:
-    """Create a missing SQLite store from the template (atomically: no process ever sees half a file)."""
+def _copy_schema_template(db: Path, folder: str) -> None:
+    """Create a missing SQLite store from the template in `folder` (atomically: no process sees half a file)."""
     if db.exists():
         return
-    template = _schema_template()
+    template = _schema_template(folder)
     if template is None:
         return
     tmp = db.parent / f".{db.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"  # created with the umask's mode
@@ -308,15 +311,17 @@ def _copy_schema_template(db: Path) -> None:
             os.unlink(tmp)
 
 
-def prepare_store(uri: str) -> None:
+def prepare_store(uri: str, sqlite: SqliteSettings | None = None) -> None:
     """Get the store ready for parallel writers without importing mlflow (when the template is cached).
 
     SQLite: the folder, the schema (copied from a cached template), WAL. HTTP(S): probes `/health` with a
     short timeout, so an absent server fails in seconds, not after MLflow's minutes of retries.
     PostgreSQL/MySQL: a TCP connect with the same timeout. Cheap enough for the launching process of a
-    sweep, which then needs no mlflow at all: the jobs open the store.
+    sweep, which then needs no mlflow at all: the jobs open the store. `sqlite`: journal, sync and template
+    settings (default: `SqliteSettings()`, which has no template folder).
     """
-    _validate(uri)
+    sqlite = sqlite or SqliteSettings()
+    validate_uri(uri)
     scheme = urlsplit(uri).scheme.lower()
     if scheme in ("http", "https"):
         _probe_http(uri)
@@ -328,10 +333,10 @@ def prepare_store(uri: str) -> None:
     db = _sqlite_db_path(uri) if scheme == "sqlite" else None
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
-        if os.environ.get("DESCENTLAB_SCHEMA_TEMPLATE", "1").strip().lower() not in ("0", "false", "no", "off"):
-            _copy_schema_template(db)
+        if sqlite.template_folder is not None:
+            _copy_schema_template(db, sqlite.template_folder)
         if db.exists():
-            _enable_wal(db)
+            _enable_wal(db, sqlite)
 
 
 def needs_schema_creation(uri: str) -> bool:
@@ -355,20 +360,21 @@ def _file_identity(db: Path | None) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino) if st is not None else None
 
 
-def open_store(uri: str) -> MlflowClient:
+def open_store(uri: str, sqlite: SqliteSettings | None = None) -> MlflowClient:
     """A client for `uri`, with the store ready for parallel writers (see `prepare_store`).
 
     SQLite without a cached template: MLflow creates the schema when the client is built; call this once
     in the launching process before jobs start (`needs_schema_creation`). A SQLite store already opened by
     this process, whose file is still the same, gets the same client: the checks (schema, WAL) hold for
-    the file and cost ~8 ms a job of a sweep worker.
+    the file and cost ~8 ms a job of a sweep worker. `sqlite`: as for `prepare_store`.
     """
+    sqlite = sqlite or SqliteSettings()
     db = _sqlite_db_path(uri)
     identity = _file_identity(db)
     opened = _opened.get(uri)
     if opened is not None and identity is not None and opened[0] == identity:
         return opened[1]
-    prepare_store(uri)
+    prepare_store(uri, sqlite)
     scheme = urlsplit(uri).scheme.lower()
     sql = scheme == "sqlite" or scheme.startswith(("postgresql", "mysql"))
 
@@ -384,8 +390,8 @@ def open_store(uri: str) -> MlflowClient:
             raise TrackingUnavailableError(f"tracking database {redact(uri)} is unavailable: {first}") from exc
         raise
     if db is not None:
-        _enable_wal(db)  # a no-op when already WAL (MLflow created the schema just now otherwise)
-        _relax_sync(client)
+        _enable_wal(db, sqlite)  # a no-op when already WAL (MLflow created the schema just now otherwise)
+        _relax_sync(client, sqlite)
         identity = _file_identity(db)
         if identity is not None:
             _opened[uri] = (identity, client)

@@ -1,0 +1,129 @@
+"""Every knob of tracking as a typed, frozen object, built once from the config at the entry (no env vars).
+
+Why: the tracking code used to read `DESCENTLAB_*` variables at the point of use (heartbeat, staleness, retry
+window, SQLite journal/sync, schema template), unvalidated and invisible in a run's `config.yaml`. Now the entry
+builds a `TrackingSettings` from the `tracking` config group and passes it (or the one value a function needs)
+down. No mlflow import here: the launching process of a sweep builds these without paying for mlflow.
+`MLFLOW_TRACKING_URI` stays: it is the ecosystem's variable (read once, by `resolved_uri`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+__all__ = ["SYNCHRONOUS_MODES", "SqliteSettings", "TrackingSettings"]
+
+SYNCHRONOUS_MODES = ("normal", "full")
+
+
+def _bad(key: str, value: object, allowed: str) -> ValueError:
+    return ValueError(f"{key} must be {allowed}, got {value!r}")
+
+
+def _number(key: str, value: object, *, minimum: float, strict: bool) -> None:
+    """`value` is a finite real number > `minimum` (`strict`) or >= it; a one-line ValueError otherwise."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > minimum if strict else value >= minimum)  # type: ignore[operator]
+    if not ok:
+        raise _bad(key, value, f"a finite number {'>' if strict else '>='} {minimum:g}")
+
+
+def _integer(key: str, value: object, minimum: int) -> None:
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= minimum):
+        raise _bad(key, value, f"an integer >= {minimum}")
+
+
+def _flag(key: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise _bad(key, value, "true or false")
+
+
+@dataclass(frozen=True)
+class SqliteSettings:
+    """How a local SQLite store is set up; ignored for other stores."""
+
+    wal: bool = True  # WAL journal: readers never block writers (off on network file systems)
+    synchronous: str = "normal"  # "normal" | "full": fsync at checkpoints only (WAL) or at every commit
+    schema_template: bool = True  # create a new store by copying a cached empty-schema file
+    template_dir: str | None = None  # folder of that cached file; None: no template (MLflow's migrations run)
+
+    def check(self) -> None:
+        """One-line ValueError naming the key (`tracking.sqlite.wal`, ...), the value and what is allowed."""
+        _flag("tracking.sqlite.wal", self.wal)
+        if self.synchronous not in SYNCHRONOUS_MODES:
+            raise _bad("tracking.sqlite.synchronous", self.synchronous, " or ".join(map(repr, SYNCHRONOUS_MODES)))
+        _flag("tracking.sqlite.schema_template", self.schema_template)
+        if self.template_dir is not None and not (isinstance(self.template_dir, str) and self.template_dir):
+            raise _bad("tracking.sqlite.template_dir", self.template_dir, "a non-empty folder path or null")
+
+    @property
+    def relaxed_sync(self) -> bool:
+        """Whether commits skip their fsync (`PRAGMA synchronous=NORMAL`): only meaningful, and only done, in WAL."""
+        return self.wal and self.synchronous == "normal"
+
+    @property
+    def template_folder(self) -> str | None:
+        """The folder to keep the schema template in, or None when no template is to be used."""
+        return self.template_dir if self.schema_template else None
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """The `tracking` config group, typed. `check()` validates without I/O; `resolved_uri()` is the URI to open."""
+
+    enabled: bool = True
+    uri: str | None = None  # as configured (None: MLFLOW_TRACKING_URI, else sqlite under store_dir)
+    experiment: str = "optimizer-comparison"
+    store_dir: str = "mlruns"
+    flush_every: int = 10_000  # pending points that trigger a write
+    flush_seconds: float = 10.0  # the longest a point waits before it is written (checked when points arrive)
+    store_every: int = 1  # send only steps divisible by this (and each key's last point); metrics.csv keeps all
+    min_free_mb: float = 50.0  # a local store's folder must have this much room
+    heartbeat_s: float = 30.0  # seconds between a run's heartbeat tags
+    stale_after_s: float = 300.0  # a run without a heartbeat for this long is dead (tracking.repair)
+    retry_s: float = 120.0  # how long a tracking call rides out a store that is away (0 = one attempt)
+    sqlite: SqliteSettings = SqliteSettings()
+    _resolved: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def resolved_uri(self) -> str:
+        """The tracking URI, resolved once: explicit `uri` > $MLFLOW_TRACKING_URI > sqlite:///<store_dir>/mlflow.db.
+
+        Relative SQLite paths become absolute against the current directory (every job of a sweep then writes
+        to the same file), so the first call fixes the answer for this object. ValueError for a malformed URI.
+        """
+        if not self._resolved:
+            from descentlab.tracking.store import resolve_tracking_uri  # mlflow-free string helpers
+
+            self._resolved.append(resolve_tracking_uri(self.uri, self.store_dir))
+        return self._resolved[0]
+
+    def check(self) -> None:
+        """One-line ValueError naming the key (`tracking.heartbeat_s`, ...), the value and what is allowed.
+
+        No I/O: whether the store's folder is writable is `store.check_store_writable`'s question.
+        """
+        _flag("tracking.enabled", self.enabled)
+        if self.uri is not None and not (isinstance(self.uri, str) and self.uri):
+            raise _bad("tracking.uri", self.uri, "a tracking URI or null")
+        if not (isinstance(self.experiment, str) and self.experiment.strip()):
+            raise _bad("tracking.experiment", self.experiment, "a non-empty name")
+        if not (isinstance(self.store_dir, str) and self.store_dir):
+            raise _bad("tracking.store_dir", self.store_dir, "a non-empty folder path")
+        _integer("tracking.flush_every", self.flush_every, 1)
+        _number("tracking.flush_seconds", self.flush_seconds, minimum=0, strict=False)
+        _integer("tracking.store_every", self.store_every, 1)
+        _number("tracking.min_free_mb", self.min_free_mb, minimum=0, strict=False)
+        _number("tracking.heartbeat_s", self.heartbeat_s, minimum=0, strict=True)
+        _number("tracking.stale_after_s", self.stale_after_s, minimum=0, strict=True)
+        _number("tracking.retry_s", self.retry_s, minimum=0, strict=False)
+        if not isinstance(self.sqlite, SqliteSettings):
+            raise _bad("tracking.sqlite", self.sqlite, "a SqliteSettings")
+        self.sqlite.check()
+        if self.uri is not None:
+            from descentlab.tracking.store import validate_uri
+
+            try:
+                validate_uri(self.uri)
+            except ValueError as exc:
+                raise ValueError(f"tracking.uri: {exc}") from None
