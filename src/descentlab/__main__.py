@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from descentlab.backend import BACKENDS, select
 from descentlab.data import DATASET_NAMES, load_dataset
 from descentlab.nn import MLP
 from descentlab.optim import OPTIMIZERS, make_optimizer
@@ -24,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", default="auto", choices=BACKENDS,
+                        help="numerics backend: numba when installed (auto), or numpy")
     args = parser.parse_args(argv)
 
     names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
@@ -34,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"need --iterations >= 1, --batch-size >= 1 and --seed >= 0, got {args.iterations}, "
                      f"{args.batch_size} and {args.seed}")
     try:
+        backend = select(args.backend)
         data = load_dataset(args.dataset)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -45,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         streams = RandomStreams.from_seed(args.seed)
         model = MLP(data.info.n_features, [100, 100, 100, 100], data.info.n_classes, rng=streams.init,
-                    dropout_rng=streams.dropout)
+                    dropout_rng=streams.dropout, backend=backend)
         try:
-            history = fit(model, make_optimizer(name), data, iterations=args.iterations,
+            history = fit(model, make_optimizer(name, backend=backend), data, iterations=args.iterations,
                           batch_size=args.batch_size, rng=streams.batches)
         except DivergedError as exc:
             print(f"{name:<10} diverged at step {exc.step}")

@@ -6,37 +6,23 @@ gradient is ever copied. Activations may work in place on arrays the network own
 
 In training mode (`train=True`, and in every `backward`) an Affine layer writes its output and its input
 gradient into buffers it owns and reuses while the batch size stays the same, so a training step allocates
-nothing: such an array is valid until the layer's next training pass. Small elementwise work (bias, ReLU,
-the softmax head) runs as compiled kernels from `descentlab.kernels` when numba is available, otherwise as
-NumPy ufuncs with the same arithmetic.
+nothing: such an array is valid until the layer's next training pass.
+
+These layers are the reference: plain NumPy, whatever the backend. A backend may replace a whole training
+step of a network of them (`descentlab.backend`: the numba backend's fused Affine/ReLU step) or the head, with
+code checked against these layers by tests/test_conformance.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import numpy as np
 
-from descentlab import kernels
 
-
-def _buffer(buf: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+def new_buffer(buf: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """`buf` if it already has this shape and dtype, else a new C-contiguous array."""
     if buf is None or buf.shape != shape or buf.dtype != dtype:
         return np.empty(shape, dtype)
     return buf
-
-
-def _fast(name: str, *arrays: np.ndarray) -> Callable[..., Any] | None:
-    """The compiled kernel `name` when every array is 2-D, C-contiguous and of one float dtype; else None."""
-    first = arrays[0]
-    if first.ndim != 2 or first.dtype.kind != "f":
-        return None
-    for a in arrays:
-        if not a.flags.c_contiguous or a.dtype != first.dtype:
-            return None
-    return kernels.kernel(name)
 
 
 class Affine:
@@ -65,13 +51,9 @@ class Affine:
             out = x @ self.W
             out += self.b
             return out
-        out = self._out = _buffer(self._out, (x.shape[0], self.W.shape[1]), self.W.dtype)
+        out = self._out = new_buffer(self._out, (x.shape[0], self.W.shape[1]), self.W.dtype)
         np.matmul(x, self.W, out=out)
-        add_bias = _fast("add_bias", out)
-        if add_bias is None:
-            out += self.b
-        else:
-            add_bias(out, self.b)
+        out += self.b
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
@@ -80,14 +62,10 @@ class Affine:
         if self.weight_decay:
             # d/dW of the L2 penalty 0.5 * lambda * ||W||^2, the book's weight decay.
             self.dW += self.weight_decay * self.W
-        column_sum = _fast("column_sum", dout) if dout.dtype == self.db.dtype else None
-        if column_sum is None:
-            np.sum(dout, axis=0, out=self.db)
-        else:
-            column_sum(dout, self.db)
+        np.sum(dout, axis=0, out=self.db)
         if not self.need_dx:
             return None
-        dx = self._dx = _buffer(self._dx, (dout.shape[0], self.W.shape[0]), np.result_type(dout, self.W))
+        dx = self._dx = new_buffer(self._dx, (dout.shape[0], self.W.shape[0]), np.result_type(dout, self.W))
         return np.matmul(dout, self.W.T, out=dx)
 
 
@@ -99,21 +77,12 @@ class ReLU:
         self.y: np.ndarray | None = None
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        relu = _fast("relu", x) if self.inplace else None
-        if relu is None:
-            self.y = np.maximum(x, 0, out=x if self.inplace else None)
-        else:
-            relu(x)
-            self.y = x
+        self.y = np.maximum(x, 0, out=x if self.inplace else None)
         return self.y
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         assert self.y is not None, "backward() called before forward()"
-        relu_backward = _fast("relu_backward", dout, self.y) if self.inplace else None
-        if relu_backward is None:
-            return np.multiply(dout, self.y > 0, out=dout if self.inplace else None)
-        relu_backward(dout, self.y)
-        return dout
+        return np.multiply(dout, self.y > 0, out=dout if self.inplace else None)
 
 
 class Sigmoid:
@@ -245,32 +214,20 @@ class Dropout:
 class SoftmaxCrossEntropy:
     """Softmax and mean cross-entropy with integer labels, fused for stability and speed.
 
-    The loss uses log-sum-exp (no epsilon inside the log), so the gradient (p - onehot) / n is
-    exactly the derivative of the reported loss. With numba, `forward` computes loss and gradient in one
-    compiled pass into a buffer reused while the batch shape stays the same; `backward` returns it.
+    The book's SoftmaxWithLoss. The loss uses log-sum-exp (no epsilon inside the log), so the gradient
+    (p - onehot) / n is exactly the derivative of the reported loss.
     """
 
     def __init__(self) -> None:
         self.p: np.ndarray | None = None
         self.t: np.ndarray | None = None
-        self._grad: np.ndarray | None = None
-        self._ready: np.ndarray | None = None  # the finished gradient of the last forward, until backward
 
     def forward(self, scores: np.ndarray, t: np.ndarray) -> float:
-        fused = _fast("softmax_cross_entropy_grad", scores)
-        if fused is not None and t.ndim == 1 and t.dtype.kind in "iu" and len(t) == len(scores):
-            grad = self._grad = _buffer(self._grad, scores.shape, scores.dtype)
-            loss = fused(scores, t, grad)
-            self._ready, self.p, self.t = grad, None, None
-            return float(loss)
         losses, self.p = softmax_cross_entropy(scores, t)
-        self.t, self._ready = t, None
+        self.t = t
         return float(losses.mean())
 
     def backward(self) -> np.ndarray:
-        if self._ready is not None:
-            dx, self._ready = self._ready, None
-            return dx
         assert self.p is not None and self.t is not None, "backward() called before forward()"
         dx = self.p
         n = dx.shape[0]

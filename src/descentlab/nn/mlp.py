@@ -7,21 +7,13 @@ gradients in another (`model.grads`), which is what an optimizer's `update(param
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from descentlab.nn.layers import (
-    ACTIVATIONS,
-    Affine,
-    BatchNorm,
-    Dropout,
-    ReLU,
-    SoftmaxCrossEntropy,
-    softmax_cross_entropy,
-)
-from descentlab.nn.lean import LeanStep, lean_step
+from descentlab.backend import Backend, select
+from descentlab.nn.layers import ACTIVATIONS, Affine, BatchNorm, Dropout, softmax_cross_entropy
 from descentlab.nn.params import FlatParameters
 
 WEIGHT_INITS = ("he", "xavier")
@@ -49,6 +41,10 @@ class MLP:
     Parameters are named W1, b1, (gamma1, beta1), W2, ... in layer order. Weights are drawn from
     `rng` in float64 and then cast, so float32 and float64 models built from one seed start from
     the same (rounded) weights.
+
+    `backend` (`descentlab.backend.select(...)`; None: `select("auto")`) may train it through a fused step
+    (the numba backend does for a plain Affine/ReLU stack) and supplies the softmax head; the layers are the
+    reference either way. `fused = False` forces the layer-by-layer path (tests compare the two).
     """
 
     def __init__(
@@ -64,6 +60,7 @@ class MLP:
         dtype: np.dtype | type | str = np.float32,
         rng: np.random.Generator | int | None = None,
         dropout_rng: np.random.Generator | None = None,
+        backend: Backend | None = None,
     ) -> None:
         sizes = [input_size, *hidden_sizes, output_size]
         for name, value in (("input_size", input_size), ("output_size", output_size)):
@@ -149,12 +146,13 @@ class MLP:
                 layer = Dropout(dropout, drop_rng)
                 self.dropouts.append(layer)
                 self.layers.append(layer)
-        self.head = SoftmaxCrossEntropy()
+        self.backend = backend if backend is not None else select()
+        self.head = self.backend.loss_head()
         self._weight_names = [f"W{i}" for i in range(1, n_layers + 1)]
-        # A plain Affine/ReLU stack trains through one flat loop (nn/lean.py), bit-identical to the layer path;
-        # set to False to force the layer path (tests compare the two).
-        self.lean = all(isinstance(layer, Affine if i % 2 == 0 else ReLU) for i, layer in enumerate(self.layers))
-        self._lean_step: LeanStep | None = None
+        self.fused = True
+        # The backend's fused training step for the last batch size (None: the layer path), and that size.
+        self._step: Callable[[np.ndarray, np.ndarray], float] | None = None
+        self._step_rows = -1
 
     @property
     def params(self) -> np.ndarray:
@@ -206,13 +204,14 @@ class MLP:
         never needs a second forward pass just to record it.
         """
         t = np.asarray(t)
-        if self.lean:
+        if self.fused:
             xa = np.asarray(x, dtype=self.dtype)
             if xa.ndim == 2:
-                step = self._lean_step
-                if step is None or step.n != len(xa):
-                    step = self._lean_step = lean_step(self.layers, self.head, len(xa), self.dtype)
-                return step.run(xa, t) + self.penalty()
+                if self._step_rows != len(xa):
+                    self._step = self.backend.train_step(self.layers, self.head, len(xa), self.dtype)
+                    self._step_rows = len(xa)
+                if self._step is not None:
+                    return self._step(xa, t) + self.penalty()
         loss = self.head.forward(self._forward(x, train=True), t)
         dout: np.ndarray | None = self.head.backward()
         for layer in reversed(self.layers):

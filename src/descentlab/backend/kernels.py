@@ -1,62 +1,44 @@
-"""Single-pass kernels for the training hot path, compiled with numba when it is installed.
+"""Single-pass kernels for the training hot path, compiled with numba: the numba backend's building blocks.
 
 Why: NumPy evaluates an update rule as a chain of ufuncs, each a full pass over memory (Adam: ~10 passes
 over 110k floats, ~200 µs); one compiled loop reads and writes each element once (~50 µs). Layers gain the
 same way on small elementwise work, where a ufunc's fixed cost (~3-7 µs) dominates.
 
-Every kernel evaluates its formula in the same order and the same dtype as the NumPy code it replaces, so
-optimizer kernels give bit-identical results (tests/test_kernels.py checks this); scalars must be passed
+Every kernel evaluates its formula in the same order and the same dtype as the reference code it replaces
+(``descentlab.optim.rules``, ``descentlab.nn.layers``), so optimizer and layer kernels give bit-identical
+results (tests/test_conformance.py checks this; the softmax head agrees to rounding). Scalars must be passed
 already cast to the arrays' dtype (``p.dtype.type(x)``), as NumPy casts a Python float. No ``fastmath``: it
 would reorder and contract arithmetic.
 
-``kernel(name)`` returns the compiled function, compiling it (or loading numba's on-disk cache) on first use,
-or ``None`` when numba is missing or ``DESCENTLAB_NUMBA=0`` is set: callers then take their NumPy path.
-numba itself is imported only then, so importing descentlab stays cheap.
+The functions here are plain Python; ``kernel(name)`` returns the compiled one, compiling it (or loading
+numba's on-disk cache) on first use. numba is imported only then, so importing descentlab stays cheap.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["enabled", "kernel"]
+__all__ = ["kernel"]
 
 _compiled: dict[str, Callable[..., Any]] = {}
-_numba: Any = None  # the numba module once imported; False when unavailable or disabled
 
 
-def enabled() -> bool:
-    """True when compiled kernels are in use (numba importable and ``DESCENTLAB_NUMBA`` is not ``0``)."""
-    global _numba
-    if _numba is None:
-        if os.environ.get("DESCENTLAB_NUMBA", "1").strip() == "0":
-            _numba = False
-        else:
-            try:
-                import numba
-            except ImportError:
-                _numba = False
-            else:
-                _numba = numba
-    return _numba is not False
-
-
-def kernel(name: str) -> Callable[..., Any] | None:
-    """The compiled kernel ``name`` (a function of this module), or None without numba."""
+def kernel(name: str) -> Callable[..., Any]:
+    """The compiled kernel ``name`` (a function of this module); needs numba."""
     fn = _compiled.get(name)
     if fn is None:
-        if not enabled():
-            return None
-        fn = _compiled[name] = _numba.njit(cache=True, error_model="numpy", nogil=True)(_SOURCES[name])
+        import numba
+
+        fn = _compiled[name] = numba.njit(cache=True, error_model="numpy", nogil=True)(_SOURCES[name])
     return fn
 
 
 # --------------------------------------------------------------------------------- optimizer kernels
-# One loop over flat, contiguous arrays. Each line mirrors the NumPy statement order of optim.py.
+# One loop over flat, contiguous arrays. Each line mirrors the statement order of optim/rules.py.
 
 
 def sgd_step(p: np.ndarray, g: np.ndarray, lr: float) -> None:
