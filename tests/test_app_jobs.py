@@ -13,8 +13,8 @@ from hydra import compose, initialize_config_dir
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
 from descentlab import app
-from descentlab.tasks import classify, plots
 from descentlab.config import register_schemas
+from descentlab.tasks import classify, plots
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 

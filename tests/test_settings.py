@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from descentlab import app
+from descentlab.backend import select
 from descentlab.config import ConfigError, JobIdentity, JobSettings, config_hash, register_schemas, validate
 from descentlab.config.paths import default_cache_dir
 from descentlab.tasks import make_task
@@ -110,7 +111,9 @@ def test_every_knob_is_saved_in_the_runs_config_yaml(tmp_path: Path) -> None:
     validate(cfg)
     settings = JobSettings.from_config(cfg)
     tracker = RecordingTracker()
-    assert app.execute(cfg, settings, JobIdentity.from_config(cfg), make_task(settings), tracker, None) == "FINISHED"
+    task = make_task(settings)
+    assert task.backend is select("numpy")  # numerics.backend reaches the task's optimizer
+    assert app.execute(cfg, settings, JobIdentity.from_config(cfg), task, tracker, None) == "FINISHED"
     saved = yaml.safe_load(tracker.texts["config.yaml"])
     assert saved["tracking"]["heartbeat_s"] == 5.0 and saved["tracking"]["stale_after_s"] == 60.0
     assert saved["tracking"]["retry_s"] == 0.0

@@ -14,12 +14,13 @@ from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
+from descentlab.backend import BACKENDS
 from descentlab.config.paths import default_cache_dir, default_root
 from descentlab.optim import OPTIMIZERS
 
 TASKS = ("classify", "function2d")
 DTYPES = ("float32", "float64")
-NUMERICS_BACKENDS = ("auto", "numpy", "numba")
+NUMERICS_BACKENDS = BACKENDS  # auto | numpy | numba: descentlab.backend.select takes these
 SQLITE_SYNCHRONOUS = ("normal", "full")
 ROOT_RESOLVER = "descentlab.root"
 CACHE_DIR_RESOLVER = "descentlab.cache_dir"

@@ -26,6 +26,18 @@ class Task(Protocol):
     def log_results(self, tracker: Any, tmp: Path, name: str) -> None: ...
 
 
+def select_backend(name: str) -> Any:
+    """The numerics backend `numerics.backend` names, chosen once per task; numba asked for but not installed is
+    a bad-input error found while the job is set up, before any run exists."""
+    from descentlab.backend import select
+    from descentlab.config.checks import ConfigError
+
+    try:
+        return select(name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def make_task(settings: JobSettings) -> Task:
     """The task of `settings.task.name` (`classify` or `function2d`, validated before)."""
     from descentlab.tasks.classify import ClassifyTask

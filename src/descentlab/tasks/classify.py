@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from descentlab.config.settings import JobSettings
 from descentlab.config.checks import ConfigError
+from descentlab.config.settings import JobSettings
+from descentlab.tasks import select_backend
 
 
 @functools.lru_cache(maxsize=1)
@@ -45,6 +46,7 @@ class ClassifyTask:
         elif ds.path is not None:
             raise ConfigError(f"dataset.path applies to mnist and fashion_mnist only, not {ds.name!r}")
         self.data = load_dataset(ds.name, path, download, cache_dir)
+        self.backend = select_backend(settings.numerics.backend)
         n_train = self.data.info.n_train
         if settings.training.batch_size > n_train:
             raise ConfigError(f"training.batch_size must be at most the {n_train} training examples of "
@@ -68,8 +70,9 @@ class ClassifyTask:
         m = s.model
         model = MLP(info.n_features, list(m.hidden_sizes), info.n_classes, activation=m.activation,
                     weight_init=m.weight_init, batch_norm=m.batch_norm, dropout=m.dropout,
-                    weight_decay=m.weight_decay, dtype=m.dtype, rng=streams.init, dropout_rng=streams.dropout)
-        optimizer = make_optimizer(s.optimizer.name, **s.optimizer.hyperparams)
+                    weight_decay=m.weight_decay, dtype=m.dtype, rng=streams.init, dropout_rng=streams.dropout,
+                    backend=self.backend)
+        optimizer = make_optimizer(s.optimizer.name, backend=self.backend, **s.optimizer.hyperparams)
         t = s.training
         progress = Progress(name, t.iterations, enabled=t.progress)
 
@@ -85,7 +88,8 @@ class ClassifyTask:
             self.history = fit(model, optimizer, self.data, iterations=t.iterations, batch_size=t.batch_size,
                                eval_every=t.eval_every, rng=streams.batches, sampling=t.sampling,
                                callback=callback, loss_callback=loss_callback,
-                               eval_train_subset=t.eval_train_subset, eval_test_subset=t.eval_test_subset)
+                               eval_train_subset=t.eval_train_subset, eval_test_subset=t.eval_test_subset,
+                               backend=self.backend)
         except DivergedError as exc:
             tracker.set_tag("diverged_at_step", str(exc.step))
             self.error = f"DivergedError: {exc}"

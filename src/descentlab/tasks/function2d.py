@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from descentlab.config.settings import Function2dSettings, JobSettings
+from descentlab.tasks import select_backend
 
 
 class Function2dTask:
@@ -22,6 +23,7 @@ class Function2dTask:
         self.task: Function2dSettings = settings.task
         self.error: str | None = None
         self.objective = get_objective(self.task.objective)
+        self.backend = select_backend(settings.numerics.backend)
         self.path: np.ndarray | None = None  # the descent's points once it stayed finite
         self.values: np.ndarray | None = None
 
@@ -34,7 +36,7 @@ class Function2dTask:
         from descentlab.optim import make_optimizer
 
         opt = self.settings.optimizer
-        optimizer = make_optimizer(opt.name, **opt.hyperparams)
+        optimizer = make_optimizer(opt.name, backend=self.backend, **opt.hyperparams)
         with np.errstate(over="ignore", invalid="ignore"):
             path = descend(self.objective, optimizer, np.array(self.task.start, dtype=np.float64), self.task.steps)
             values = np.asarray(self.objective.value(path), dtype=np.float64)
