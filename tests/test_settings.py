@@ -145,3 +145,13 @@ def test_the_new_knobs_are_not_part_of_a_configs_identity(tmp_path: Path) -> Non
                  f"paths.root={tmp_path}", f"paths.cache_dir={tmp_path}", "numerics.backend=numpy"):
         assert config_hash(make(knob)) == base, knob
     assert config_hash(make("optimizer.lr=0.02")) != base
+
+
+def test_the_root_is_the_folder_above_the_primary_config_folder(tmp_path: Path) -> None:
+    from descentlab.config.paths import default_root
+
+    sources = [{"path": "hydra.conf", "schema": "pkg", "provider": "hydra"},
+               {"path": str(tmp_path / "conf"), "schema": "file", "provider": "main"},
+               {"path": "", "schema": "structured", "provider": "schema"}]
+    assert default_root(sources) == tmp_path  # what every job of a launcher reads from hydra.runtime
+    assert default_root([]) == CHECKOUT  # no Hydra job (compose, analysis): the checkout holding the package

@@ -86,6 +86,7 @@ def _run(cfg: DictConfig, job: JobContext) -> dict[str, Any]:
     except input_errors() as exc:
         _reject(cfg, job, exc, settings)
         raise
+    assert settings is not None
     identity = JobIdentity.from_config(cfg)
     name, chash = identity.name, identity.config_hash
     if not settings.tracking.enabled:

@@ -54,22 +54,32 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def run_params(cfg: DictConfig) -> dict[str, Any]:
+def run_params(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     """The flat config a run uses: a 2-D descent has no model, data set or training loop."""
     flat = flatten(cfg)
-    if cfg.task.name == "function2d":
+    if flat.get("task.name") == "function2d":
         flat = {k: v for k, v in flat.items() if not k.startswith(("model.", "dataset.", "training."))}
     return flat
 
 
-def semantic_config(cfg: DictConfig) -> dict[str, Any]:
+def semantic_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     """The run's flat config without the keys that do not change what it computes."""
-    return {key: value for key, value in run_params(cfg).items() if is_semantic(key)}
+    return semantic_params(run_params(cfg))
 
 
-def config_hash(cfg: DictConfig) -> str:
+def semantic_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Flat params without the keys that do not change what a run computes."""
+    return {key: value for key, value in params.items() if is_semantic(key)}
+
+
+def config_hash(cfg: DictConfig | dict[str, Any]) -> str:
     """A short, stable SHA-256 of the semantic config: equal hashes mean the same computation."""
-    blob = json.dumps(semantic_config(cfg), sort_keys=True, default=str)
+    return params_hash(run_params(cfg))
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    """`config_hash` of a run's flat params (`run_params`)."""
+    blob = json.dumps(semantic_params(params), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

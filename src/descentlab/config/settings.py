@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from descentlab.config.checks import ConfigError, check_non_negative
-from descentlab.config.identity import config_hash, run_name, run_params
+from descentlab.config.identity import params_hash, run_name, run_params
 from descentlab.config.schema import optimizer_hyperparams
 from descentlab.tracking.settings import SqliteSettings, TrackingSettings
 
@@ -138,7 +138,8 @@ class JobIdentity:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> JobIdentity:
-        return cls(name=run_name(cfg), config_hash=config_hash(cfg), params=run_params(cfg))
+        params = run_params(cfg)  # the config resolved once for both
+        return cls(name=run_name(cfg), config_hash=params_hash(params), params=params)
 
 
 def check_store(tracking: TrackingSettings | DictConfig) -> None:
