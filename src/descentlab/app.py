@@ -21,6 +21,7 @@ from descentlab.config import (
     JobSettings,
     check_store,
     config_hash,
+    job_settings,
     run_name,
     run_params,
     tracking_settings,
@@ -80,14 +81,12 @@ def _run(cfg: DictConfig, job: JobContext) -> dict[str, Any]:
     settings: JobSettings | None = None
     try:
         validate(cfg)
-        settings = JobSettings.from_config(cfg)  # the config, resolved once; below, only typed settings
+        settings, identity = job_settings(cfg)  # the config, resolved once; below, only typed settings
         if settings.tracking.enabled:
             check_store(settings.tracking)  # set-up: the store's folder is writable, with room (no run yet)
     except input_errors() as exc:
         _reject(cfg, job, exc, settings)
         raise
-    assert settings is not None
-    identity = JobIdentity.from_config(cfg)
     name, chash = identity.name, identity.config_hash
     if not settings.tracking.enabled:
         return run_untracked(cfg, settings, identity)

@@ -68,6 +68,8 @@ def _check_runtime(cfg: DictConfig) -> None:
     check_non_negative("tracking.retry_s", t.retry_s)
     _check_choice("tracking.sqlite.synchronous", t.sqlite.synchronous, SQLITE_SYNCHRONOUS)
     for key in ("root", "cache_dir"):
+        if OmegaConf.is_interpolation(cfg.paths, key):
+            continue  # the default (a resolver's folder) or another key's value, checked there: not parsed again
         value = cfg.paths[key]
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"paths.{key} must be a folder (a non-empty path), got {value!r}")

@@ -83,8 +83,13 @@ def params_hash(params: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def run_name(cfg: DictConfig) -> str:
+def run_name(cfg: DictConfig | dict[str, Any]) -> str:
     """What ran, readable in the MLflow UI: `adam-mlp_5x100-mnist_5k-s0` or `adam-book-s0`."""
-    if cfg.task.name == "function2d":
-        return f"{cfg.optimizer.name}-{cfg.task.objective}-s{cfg.seed}"
-    return f"{cfg.optimizer.name}-{cfg.model.name}-{cfg.dataset.name}-s{cfg.seed}"
+    return params_name(flatten(cfg))
+
+
+def params_name(flat: dict[str, Any]) -> str:
+    """`run_name` of a flat config (`flatten`, `run_params`)."""
+    if flat["task.name"] == "function2d":
+        return f"{flat['optimizer.name']}-{flat['task.objective']}-s{flat['seed']}"
+    return f"{flat['optimizer.name']}-{flat['model.name']}-{flat['dataset.name']}-s{flat['seed']}"

@@ -9,6 +9,7 @@ else `$XDG_CACHE_HOME/descentlab`, else `~/.cache/descentlab`: the one descentla
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -25,10 +26,19 @@ def default_root(config_sources: list[Any] | None = None) -> Path:
         config_sources = _job_config_sources()
     for source in config_sources or []:
         if source.get("provider") == "main" and source.get("schema") == "file" and source.get("path"):
-            return Path(str(source["path"])).resolve().parent
-    if (_CHECKOUT / "train.py").is_file():
-        return _CHECKOUT
-    return Path.cwd()
+            return _parent_of(str(source["path"]))
+    return _checkout() or Path.cwd()
+
+
+@functools.lru_cache(maxsize=8)
+def _parent_of(config_dir: str) -> Path:
+    """Cached: a job's config is resolved several times (checks, settings, hash, config.yaml)."""
+    return Path(config_dir).resolve().parent
+
+
+@functools.cache
+def _checkout() -> Path | None:
+    return _CHECKOUT if (_CHECKOUT / "train.py").is_file() else None
 
 
 def _job_config_sources() -> list[Any] | None:

@@ -14,8 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from descentlab.config.checks import ConfigError, check_non_negative
-from descentlab.config.identity import params_hash, run_name, run_params
-from descentlab.config.schema import optimizer_hyperparams
+from descentlab.config.identity import flatten, params_hash, params_name, run_params
 from descentlab.tracking.settings import SqliteSettings, TrackingSettings
 
 
@@ -98,8 +97,11 @@ class JobSettings:
     @classmethod
     def from_config(cls, cfg: DictConfig) -> JobSettings:
         """The typed settings of a composed (and validated) config; interpolations are resolved here, once."""
-        tree = OmegaConf.to_container(cfg, resolve=True)
-        assert isinstance(tree, dict)
+        return cls.from_tree(resolved(cfg))
+
+    @classmethod
+    def from_tree(cls, tree: dict[str, Any]) -> JobSettings:
+        """The typed settings of a resolved config (`resolved`)."""
         t = tree["task"]
         task: ClassifySettings | Function2dSettings = (
             Function2dSettings(objective=t["objective"], start=tuple(t["start"]), steps=t["steps"])
@@ -107,7 +109,8 @@ class JobSettings:
         m = tree["model"]
         paths = PathsSettings(**tree["paths"])
         return cls(
-            optimizer=OptimizerSettings(tree["optimizer"]["name"], optimizer_hyperparams(cfg.optimizer)),
+            optimizer=OptimizerSettings(tree["optimizer"]["name"],
+                                        {k: v for k, v in tree["optimizer"].items() if k != "name"}),
             model=ModelSettings(**{**m, "hidden_sizes": tuple(m["hidden_sizes"])}),
             dataset=DatasetSettings(**tree["dataset"]),
             training=TrainingSettings(**tree["training"]),
@@ -138,8 +141,26 @@ class JobIdentity:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> JobIdentity:
-        params = run_params(cfg)  # the config resolved once for both
-        return cls(name=run_name(cfg), config_hash=params_hash(params), params=params)
+        return cls.from_tree(resolved(cfg))
+
+    @classmethod
+    def from_tree(cls, tree: dict[str, Any]) -> JobIdentity:
+        """The identity of a resolved config (`resolved`)."""
+        params = run_params(tree)
+        return cls(name=params_name(flatten(tree)), config_hash=params_hash(params), params=params)
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain data, every interpolation resolved (the `paths.*` resolvers run here)."""
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(tree, dict)
+    return tree  # type: ignore[return-value]
+
+
+def job_settings(cfg: DictConfig) -> tuple[JobSettings, JobIdentity]:
+    """A job's typed settings and identity from its composed, validated config, resolved once for both."""
+    tree = resolved(cfg)
+    return JobSettings.from_tree(tree), JobIdentity.from_tree(tree)
 
 
 def check_store(tracking: TrackingSettings | DictConfig) -> None:
