@@ -1,21 +1,21 @@
-"""The defaults of `paths.root` and `paths.cache_dir`: the only place the environment decides a folder.
+"""The defaults of `paths.root` and `paths.cache_dir`.
 
 `paths.root` is the checkout (the folder of train.py, where the default store `mlruns/` lives). Hydra tells
 every job where its primary config folder is (`hydra.runtime.config_sources`, in the launching process and in
 each joblib worker or submitit job alike), and `conf/` sits next to train.py, so the root is that folder's
-parent: no environment variable has to carry it to the workers. `paths.cache_dir` is `$DESCENTLAB_CACHE_DIR`,
-else `$XDG_CACHE_HOME/descentlab`, else `~/.cache/descentlab`: the one descentlab variable read anywhere.
+parent: no environment variable has to carry it to the workers. `paths.cache_dir` is the data library's cache
+root (`descentlab.data.cache_root`: `$DESCENTLAB_CACHE_DIR`, else `$XDG_CACHE_HOME/descentlab`, else
+`~/.cache/descentlab`), the one descentlab variable still read, so that the data API used without a config
+(`python -m descentlab`, scripts) and a job agree on where downloads live.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-CACHE_ENV_VAR = "DESCENTLAB_CACHE_DIR"
 _CHECKOUT = Path(__file__).resolve().parents[3]  # src/descentlab/config/paths.py -> the checkout
 
 
@@ -55,8 +55,7 @@ def _job_config_sources() -> list[Any] | None:
 
 
 def default_cache_dir() -> Path:
-    """`$DESCENTLAB_CACHE_DIR`, else `$XDG_CACHE_HOME/descentlab`, else `~/.cache/descentlab` (read when called)."""
-    if os.environ.get(CACHE_ENV_VAR):
-        return Path(os.environ[CACHE_ENV_VAR]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "descentlab"
+    """The data library's cache root (read when called, so tests can redirect it)."""
+    from descentlab.data.idx_specs import cache_root
+
+    return cache_root()
