@@ -3,7 +3,7 @@
     python scripts/runs.py list EXPERIMENT [--status RUNNING]   runs with status, name, pid/host, failure reason
     python scripts/runs.py repair EXPERIMENT [--timeout S] [--dry-run]
         mark RUNNING runs whose process is gone FAILED (pid dead on this host, or no heartbeat for S seconds;
-        default $DESCENTLAB_STALE_AFTER_S or 300); a sweep launch does this by itself
+        default 300, as tracking.stale_after_s); a sweep launch does this by itself
     python scripts/runs.py import-unsent FOLDER [--uri URI]
         send the metrics a run could not send (FOLDER holds unsent_run.json) and end the run
 

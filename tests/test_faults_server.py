@@ -54,9 +54,9 @@ def loss_steps(url: str, run_id: str) -> list[int]:
 
 def start_and_cut(store, server: MlflowServer, out: Path, retry_s: float) -> tuple[subprocess.Popen, str]:
     """Start a run; once it has flushed metrics, pause it, stop the server, resume it. Returns (process, run id)."""
-    env = store.env(MLFLOW_TRACKING_URI=server.url, DESCENTLAB_TRACKING_RETRY_S=str(retry_s),
-                    MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")  # our retries only: a shorter test
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *ARGS, f"hydra.run.dir={out}"], cwd=store.root,
+    env = store.env(MLFLOW_TRACKING_URI=server.url, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")  # our retries only
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *ARGS, f"tracking.retry_s={retry_s}",
+                             f"hydra.run.dir={out}"], cwd=store.root,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:

@@ -221,7 +221,7 @@ def test_flush_seconds_bound_how_long_points_wait(mlstore) -> None:
 
 def test_artifacts_need_no_run_lookup(mlstore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The artifact URI comes from create_run: MlflowClient would look the run up again (~6 ms on SQLite)."""
-    from mlflow.tracking._tracking_service.client import TrackingServiceClient
+    from descentlab import compat
 
     client, exp = mlstore
     (tmp_path / "w.npz").write_bytes(b"weights")
@@ -230,7 +230,7 @@ def test_artifacts_need_no_run_lookup(mlstore, tmp_path: Path, monkeypatch: pyte
     with RunTracker(client, exp, "no-lookup") as run:
         run.log_metric("train/loss", 0.5, 0)
         with monkeypatch.context() as patch:
-            patch.setattr(TrackingServiceClient, "get_run", lambda *a, **k: pytest.fail("run looked up"))
+            patch.setattr(compat.mlflow_sql_store(client), "get_run", lambda *a, **k: pytest.fail("run looked up"))
             run.log_artifact(tmp_path / "w.npz")
             run.log_artifact(tmp_path / ".hydra", "job")  # a folder goes in under its name
             run.log_artifacts(tmp_path / ".hydra", "hydra")

@@ -1,5 +1,10 @@
 """MLflow tracking for descentlab: store set-up, runs with batched logging, sweep parents, environment tags.
 
+Where to look: `settings` (every knob, typed), `session` (what a job uses: store, repair, skip, sweep parent, new
+run), `store` (URI, probes, SQLite journal and schema template, experiments), `run` (a run's lifecycle), `buffer`
+(points, flush policy, metrics.csv), `sink` (MLflow's client or the bulk SQL path, `bulk`), `unsent`, `retry`,
+`liveness`/`repair` (killed jobs), `sweep` (parent runs). MLflow's private internals: `descentlab.compat`.
+
 The only package (with analysis/) that imports mlflow. Names are loaded lazily: `import mlflow`
 takes ~2 s, so `import descentlab.tracking` (and the mlflow-free `store` URI helpers and `tags`)
 stay cheap until a run or a client is actually needed. `callbacks` (Hydra) is not re-exported.
@@ -18,7 +23,10 @@ _EXPORTS = {
     "open_store": "store",
     "redact": "store",
     "resolve_tracking_uri": "store",
-    "HISTORY_CSV": "run",
+    "SqliteSettings": "settings",
+    "TrackingSettings": "settings",
+    "TrackingSession": "session",
+    "HISTORY_CSV": "buffer",
     "RunTracker": "run",
     "find_finished_run": "run",
     "param_str": "run",
@@ -33,6 +41,9 @@ __all__ = [
     "ALLOWED_SCHEMES",
     "HISTORY_CSV",
     "RunTracker",
+    "SqliteSettings",
+    "TrackingSession",
+    "TrackingSettings",
     "TrackingUnavailableError",
     "artifact_root_for",
     "environment_tags",
@@ -49,7 +60,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .run import HISTORY_CSV, RunTracker, find_finished_run, param_str
+    from .buffer import HISTORY_CSV
+    from .run import RunTracker, find_finished_run, param_str
+    from .session import TrackingSession
+    from .settings import SqliteSettings, TrackingSettings
     from .store import (
         ALLOWED_SCHEMES,
         TrackingUnavailableError,

@@ -18,7 +18,7 @@ from descentlab.tracking.settings import TrackingSettings
 if TYPE_CHECKING:
     from descentlab.tracking.run import RunTracker
 
-__all__ = ["REPAIR_EVERY_S", "TrackingSession"]
+__all__ = ["REPAIR_EVERY_S", "TrackingSession", "prepare", "repair_stale", "store_for"]
 
 REPAIR_EVERY_S = 60.0
 # When this process last repaired an experiment: (tracking URI, experiment id, config hash) -> monotonic s.
@@ -88,3 +88,29 @@ class TrackingSession:
         return RunTracker(self.client, self.experiment_id, name, tags=tags, parent_run_id=parent_run_id,
                           flush_every=s.flush_every, flush_seconds=s.flush_seconds, store_every=s.store_every,
                           spill_dir=spill_dir, heartbeat_s=s.heartbeat_s, retry_s=s.retry_s)
+
+
+def prepare(settings: TrackingSettings) -> str:
+    """The launching process's share, without importing mlflow when the template is cached: the store's folder,
+    schema and journal (an absent server fails here, in seconds); MLflow's migrations run here, once, only where no
+    template can be used. Returns the resolved URI."""
+    from descentlab.tracking.store import needs_schema_creation, prepare_store
+
+    uri = settings.resolved_uri()
+    prepare_store(uri, settings.sqlite)
+    if needs_schema_creation(uri):  # no template, or a database server
+        TrackingSession.open(settings)
+    return uri
+
+
+def store_for(settings: TrackingSettings) -> tuple[str, Any, str]:
+    """(tracking URI, client, experiment id): `TrackingSession.open` as the tuple callbacks.py's `store_for` gave."""
+    session = TrackingSession.open(settings)
+    return session.uri, session.client, session.experiment_id
+
+
+def repair_stale(client: Any, experiment_id: str, settings: TrackingSettings,
+                 config_hash: str | None = None) -> None:
+    """`TrackingSession.repair_stale` for a caller that holds a client and an experiment id, not a session."""
+    TrackingSession(str(getattr(client, "tracking_uri", "")), client, str(experiment_id), settings).repair_stale(
+        config_hash)

@@ -10,7 +10,7 @@ down. No mlflow import here: the launching process of a sweep builds these witho
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["SYNCHRONOUS_MODES", "SqliteSettings", "TrackingSettings"]
 
@@ -84,7 +84,6 @@ class TrackingSettings:
     stale_after_s: float = 300.0  # a run without a heartbeat for this long is dead (tracking.repair)
     retry_s: float = 120.0  # how long a tracking call rides out a store that is away (0 = one attempt)
     sqlite: SqliteSettings = SqliteSettings()
-    _resolved: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def resolved_uri(self) -> str:
         """The tracking URI, resolved once: explicit `uri` > $MLFLOW_TRACKING_URI > sqlite:///<store_dir>/mlflow.db.
@@ -92,11 +91,13 @@ class TrackingSettings:
         Relative SQLite paths become absolute against the current directory (every job of a sweep then writes
         to the same file), so the first call fixes the answer for this object. ValueError for a malformed URI.
         """
-        if not self._resolved:
+        resolved = self.__dict__.get("_resolved_uri")  # not a field: asdict, repr and == ignore it
+        if resolved is None:
             from descentlab.tracking.store import resolve_tracking_uri  # mlflow-free string helpers
 
-            self._resolved.append(resolve_tracking_uri(self.uri, self.store_dir))
-        return self._resolved[0]
+            resolved = resolve_tracking_uri(self.uri, self.store_dir)
+            object.__setattr__(self, "_resolved_uri", resolved)
+        return resolved
 
     def check(self) -> None:
         """One-line ValueError naming the key (`tracking.heartbeat_s`, ...), the value and what is allowed.

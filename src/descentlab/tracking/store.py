@@ -212,8 +212,8 @@ def tls_context(url: str) -> ssl.SSLContext | None:
     if not url.startswith("https"):
         return None
     if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
-        context = ssl.create_default_context()  # with the two lines below: what CPython's private
-        context.check_hostname = False  # ssl._create_unverified_context builds
+        context = ssl.create_default_context()  # with the two lines below: what ssl's (private) unverified
+        context.check_hostname = False  # context helper builds, from the public API
         context.verify_mode = ssl.CERT_NONE
         return context
     if os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"):
