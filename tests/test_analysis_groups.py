@@ -26,7 +26,7 @@ from descentlab.analysis.groups import NOT_LOGGED, canonical, group_runs, identi
 from descentlab.analysis.runs import AnalysisError, load_history, load_runs
 from descentlab.analysis.smoothing import smooth_kaiser
 from descentlab.analysis.stats import aggregate, compare_to_baseline, profile_block
-from descentlab.identity import NON_SEMANTIC_KEYS, SEED_KEY, is_semantic
+from descentlab.config.identity import NON_SEMANTIC_KEYS, SEED_KEY, is_semantic
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENT = "optimizer-comparison"

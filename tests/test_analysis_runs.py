@@ -278,9 +278,12 @@ def test_tracking_uri_defaults_to_the_environment(store: Store, monkeypatch: pyt
 
 
 def test_default_store_is_the_repository_mlruns(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import descentlab
+
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("DESCENTLAB_ROOT", str(tmp_path))
-    assert runs_mod.default_tracking_uri() == f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    monkeypatch.chdir(tmp_path)  # not the current folder: the checkout holding the package (paths.root's default)
+    checkout = Path(descentlab.__file__).resolve().parents[2]
+    assert runs_mod.default_tracking_uri() == f"sqlite:///{checkout}/mlruns/mlflow.db"
 
 
 def test_parse_and_normalize_param() -> None:

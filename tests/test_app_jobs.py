@@ -13,8 +13,8 @@ from hydra import compose, initialize_config_dir
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
 from descentlab import app
-from descentlab.analysis import run_plots
 from descentlab.config import register_schemas
+from descentlab.tasks import classify, plots
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -29,18 +29,18 @@ def job_config(tmp_path: Path, *overrides: str):
 
 def test_jobs_of_one_process_share_a_read_only_data_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    app._load_dataset.cache_clear()
+    classify.load_dataset.cache_clear()
     cfg = job_config(tmp_path, "tracking=none")
 
     def no_plot(*args, **kwargs):
         raise AssertionError("an untracked job must not draw a plot nobody keeps")
 
-    monkeypatch.setattr(run_plots, "loss_curve_png", no_plot)
+    monkeypatch.setattr(plots, "loss_curve_png", no_plot)
     assert app.run(cfg)["status"] == "FINISHED"
     assert app.run(job_config(tmp_path, "tracking=none", "optimizer=sgd"))["status"] == "FINISHED"
-    info = app._load_dataset.cache_info()
+    info = classify.load_dataset.cache_info()
     assert (info.misses, info.hits) == (1, 1)
-    data = app._load_dataset("mnist_5k", None, True)
+    data = classify.load_dataset("mnist_5k", None, True, None)
     for array in (data.x_train, data.y_train, data.x_test, data.y_test):
         assert not array.flags.writeable
     with pytest.raises(ValueError, match="read-only"):
@@ -59,13 +59,13 @@ def test_the_first_job_loads_without_full_collections_and_trains_with_them(tmp_p
     monkeypatch.setattr(startup, "_paused", False)
     gc.unfreeze()
     seen: list[tuple[bool, int]] = []
-    execute = app.ClassifyTask.execute
+    execute = classify.ClassifyTask.execute
 
     def spy(self, *args, **kwargs):
         seen.append((gc.isenabled(), gc.get_freeze_count()))
         return execute(self, *args, **kwargs)
 
-    monkeypatch.setattr(app.ClassifyTask, "execute", spy)
+    monkeypatch.setattr(classify.ClassifyTask, "execute", spy)
     run = app._run
 
     def spy_run(cfg, job):

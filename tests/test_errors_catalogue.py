@@ -128,6 +128,10 @@ CASES: list[Case] = [
          ("book, rosenbrock, beale", "'himmelblau'")),
     Case("path-for-embedded-set", "config", ("dataset.path={tmp}",), ("dataset.path", "mnist and fashion_mnist",
                                                                       "'mnist_5k'")),
+    Case("heartbeat-zero", "config", ("tracking.heartbeat_s=0",),
+         ("tracking.heartbeat_s must be a finite number > 0, got 0.0",)),
+    Case("sqlite-synchronous-unknown", "config", ("tracking.sqlite.synchronous=off",), ("normal, full", "'off'")),
+    Case("numerics-backend-unknown", "config", ("numerics.backend=cuda",), ("auto, numpy, numba", "'cuda'")),
     # -- config: safety -----------------------------------------------------------------------------
     Case("target-in-job-config", "config", ("+_target_=os.system",), ("_target_ is not allowed", "'os.system'")),
     Case("target-in-callback", "config", ("+hydra.callbacks.evil._target_=subprocess.getoutput",),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from descentlab.analysis import run_plots
+from descentlab.tasks import plots as run_plots
 
 
 def _run(seed: int, n: int = 400, scale: float = 1.0) -> tuple[np.ndarray, list[dict[str, float]]]:

@@ -2,7 +2,7 @@
 
 Why: an experiment collects trial runs (20 iterations, another lr, no hidden layers) next to the real sweep,
 and a mean over "all Adam runs" mixes them into nonsense such as 13 ± 159. A run's identity is its flattened
-config without the seed and without `descentlab.identity.NON_SEMANTIC_KEYS` (the keys the config hash leaves
+config without the seed and without `descentlab.config.identity.NON_SEMANTIC_KEYS` (the keys the config hash leaves
 out: where and how a run is stored, not what it computes). By default runs are grouped by every identity key
 that varies in the selection, so a group holds the seeds of one configuration. Grouping by fewer keys (`by`)
 pools configurations; `Grouping.pooled` then says which keys were pooled and over which values.
@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from descentlab.analysis.runs import BASE_COLUMNS, AnalysisError, normalize_param
-from descentlab.identity import SEED_KEY, is_semantic
+from descentlab.config.identity import SEED_KEY, is_semantic
 
 __all__ = [
     "NOT_LOGGED",

@@ -78,16 +78,13 @@ class AnalysisError(ValueError):
 def default_tracking_uri() -> str:
     """Where `train.py` writes by default: $MLFLOW_TRACKING_URI, else `<repo>/mlruns/mlflow.db`.
 
-    `<repo>` is $DESCENTLAB_ROOT (set by the CLI), else the checkout holding this package (editable
-    install), else the current directory — the same store a run from the repository uses.
+    `<repo>` is `paths.root`'s default: the checkout holding this package (editable install), else the
+    current directory — the same store a run from the repository uses.
     """
+    from descentlab.config.paths import default_root
     from descentlab.tracking.store import resolve_tracking_uri  # plain string helpers, no mlflow import
 
-    root = os.environ.get("DESCENTLAB_ROOT")
-    if not root:
-        checkout = Path(__file__).resolve().parents[3]
-        root = str(checkout) if (checkout / "train.py").is_file() else "."
-    return resolve_tracking_uri(None, Path(root) / "mlruns")
+    return resolve_tracking_uri(None, default_root() / "mlruns")
 
 
 def _client(tracking_uri: str | None) -> tuple[MlflowClient, str]:

@@ -1,4 +1,4 @@
-"""Small per-run figures logged as artifacts: the loss curve of a training run, the path of a 2-D run."""
+"""Per-run figures logged as artifacts by the tasks: the loss curve of a training run, the path of a 2-D run."""
 
 from __future__ import annotations
 

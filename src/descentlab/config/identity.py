@@ -1,0 +1,95 @@
+"""A config's identity: its flat params, the keys that do not change what a run computes, its hash and run name.
+
+Stdlib only at import (omegaconf is imported when a DictConfig is flattened), so `descentlab.analysis`, which
+groups tracked runs without Hydra, reads the same list as the hash: two runs that differ only in
+NON_SEMANTIC_KEYS are the same configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+# Keys that change how a run is executed or stored, not what it computes: left out of the config hash,
+# so moving the data folder or the store, changing thread counts or the numerics backend (the same bits),
+# does not re-run finished work.
+NON_SEMANTIC_KEYS = (
+    "force",
+    "tracking",
+    "paths",
+    "numerics",
+    "dataset.path",
+    "dataset.download",
+    "training.blas_threads",
+    "training.progress",
+)
+# The key whose runs are repeats of one configuration: analysis pools over it and nothing else.
+SEED_KEY = "seed"
+
+
+def is_semantic(key: str) -> bool:
+    """True unless `key` is one of NON_SEMANTIC_KEYS or lies under one (`tracking.uri` under `tracking`)."""
+    return not any(key == skip or key.startswith(f"{skip}.") for skip in NON_SEMANTIC_KEYS)
+
+
+def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
+    """The resolved config as dotted keys (`optimizer.lr`, `model.hidden_sizes`, ...), lists kept whole."""
+    if isinstance(cfg, dict):
+        tree = cfg
+    else:
+        from omegaconf import OmegaConf
+
+        tree = OmegaConf.to_container(cfg, resolve=True)
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def run_params(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """The flat config a run uses: a 2-D descent has no model, data set or training loop."""
+    flat = flatten(cfg)
+    if flat.get("task.name") == "function2d":
+        flat = {k: v for k, v in flat.items() if not k.startswith(("model.", "dataset.", "training."))}
+    return flat
+
+
+def semantic_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """The run's flat config without the keys that do not change what it computes."""
+    return semantic_params(run_params(cfg))
+
+
+def semantic_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Flat params without the keys that do not change what a run computes."""
+    return {key: value for key, value in params.items() if is_semantic(key)}
+
+
+def config_hash(cfg: DictConfig | dict[str, Any]) -> str:
+    """A short, stable SHA-256 of the semantic config: equal hashes mean the same computation."""
+    return params_hash(run_params(cfg))
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    """`config_hash` of a run's flat params (`run_params`)."""
+    blob = json.dumps(semantic_params(params), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_name(cfg: DictConfig | dict[str, Any]) -> str:
+    """What ran, readable in the MLflow UI: `adam-mlp_5x100-mnist_5k-s0` or `adam-book-s0`."""
+    return params_name(flatten(cfg))
+
+
+def params_name(flat: dict[str, Any]) -> str:
+    """`run_name` of a flat config (`flatten`, `run_params`)."""
+    if flat["task.name"] == "function2d":
+        return f"{flat['optimizer.name']}-{flat['task.objective']}-s{flat['seed']}"
+    return f"{flat['optimizer.name']}-{flat['model.name']}-{flat['dataset.name']}-s{flat['seed']}"
