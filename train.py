@@ -21,4 +21,4 @@ def main(cfg: DictConfig) -> object:
 
 
 if __name__ == "__main__":
-    guarded_main(main, __file__)
+    guarded_main(main)

@@ -74,7 +74,7 @@ def test_the_entry_point_pauses_the_collector_before_the_job(tmp_path: Path) -> 
     proc = _python("""
         import gc
         from descentlab.cli import guarded_main
-        guarded_main(lambda: print("collecting:", gc.isenabled()), "train.py")
+        guarded_main(lambda: print("collecting:", gc.isenabled()))
     """, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["collecting: False"]
@@ -88,7 +88,7 @@ def test_a_sweep_launcher_resumes_collection_unless_it_runs_the_jobs_itself(tmp_
         from hydra import compose, initialize_config_dir
         from descentlab import startup
         from descentlab.config import register_schemas
-        from descentlab.tracking import callbacks
+        from descentlab import callbacks
         register_schemas()
         with initialize_config_dir(config_dir="{REPO / 'conf'}", version_base="1.3"):
             cfg = compose("config", overrides=["hydra/launcher={launcher}", "tracking=none"],

@@ -94,14 +94,12 @@ def test_without_the_template_mlflow_builds_the_schema(tmp_path: Path) -> None:
     assert "Creating initial MLflow database tables" in proc.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="callbacks.py (the lead's) must pass the SqliteSettings (template_dir) to "
-                   "prepare_store; until then the launching process runs MLflow's migrations itself")
 def test_sweep_callback_prepares_the_store_without_mlflow(cache: Path) -> None:
     proc = _python(f"""
         import sys
         from hydra import compose, initialize_config_dir
         from descentlab.config import register_schemas
-        from descentlab.tracking import callbacks
+        from descentlab import callbacks
         register_schemas()
         with initialize_config_dir(config_dir="{REPO / 'conf'}", version_base="1.3"):
             cfg = compose("config", overrides=["tracking.uri=sqlite:///cb/mlflow.db"], return_hydra_config=True)
@@ -113,25 +111,3 @@ def test_sweep_callback_prepares_the_store_without_mlflow(cache: Path) -> None:
     assert proc.stdout.splitlines() == ["mlflow imported: False", "None"]
     assert (cache / "cb" / "mlflow.db").is_file()
 
-
-def test_fast_exit_still_joins_threads_and_runs_exit_handlers(tmp_path: Path) -> None:
-    proc = _python(f"""
-        import atexit, threading, time
-        from pathlib import Path
-        from descentlab.cli import guarded_main
-
-        def main():
-            atexit.register(lambda: Path("atexit.txt").write_text("ran"))
-            def late():
-                time.sleep(0.3)
-                Path("thread.txt").write_text("done")
-            threading.Thread(target=late).start()
-            print("buffered", end="")
-
-        guarded_main(main, "{REPO / 'train.py'}")
-        raise SystemExit("not reached: guarded_main exits")
-    """, tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "buffered"
-    assert (tmp_path / "atexit.txt").read_text() == "ran"
-    assert (tmp_path / "thread.txt").read_text() == "done"

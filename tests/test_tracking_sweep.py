@@ -11,8 +11,8 @@ import pytest
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # offline: telemetry once broke a request
 
+from descentlab.callbacks import describe_sweep
 from descentlab.data.idx_specs import cache_root
-from descentlab.tracking.callbacks import describe_sweep
 from descentlab.tracking.run import RunTracker
 from descentlab.tracking.settings import SqliteSettings
 from descentlab.tracking.store import artifact_root_for, get_or_create_experiment, open_store, resolve_tracking_uri

@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from descentlab import compat, startup
 from descentlab.errors import LaunchRefused, input_errors, one_line
@@ -25,15 +24,13 @@ def _storage_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS
 
 
-def guarded_main(main: Callable[[], object], entry_file: str) -> None:
+def guarded_main(main: Callable[[], object]) -> None:
     """Run a `@hydra.main` function; turn known errors into one line and exit code 2."""
     startup.pause()  # no full collections while mlflow & co. load (~0.5 s); see descentlab.startup
-    # The store defaults to <repo>/mlruns, the folder of train.py, whatever the working directory.
-    os.environ.setdefault("DESCENTLAB_ROOT", str(Path(entry_file).resolve().parent))
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's multi-line report
     from descentlab import interrupts
-    from descentlab.tracking.callbacks import close_open_sweep
+    from descentlab.callbacks import close_open_sweep
 
     interrupts.install("launcher")  # SIGINT/SIGTERM: jobs end KILLED with their points, then the sweep stops
     try:
@@ -68,7 +65,7 @@ def guarded_main(main: Callable[[], object], entry_file: str) -> None:
 def _interrupted(exc: BaseException) -> None:
     """SIGINT/SIGTERM ended the command: close the sweep's parent KILLED, leave no worker behind, exit 128 + signal."""
     from descentlab import interrupts
-    from descentlab.tracking.callbacks import close_open_sweep
+    from descentlab.callbacks import close_open_sweep
 
     code = interrupts.exit_code(exc)
     interrupts.exiting()

@@ -18,7 +18,7 @@ from descentlab.tracking.settings import TrackingSettings
 if TYPE_CHECKING:
     from descentlab.tracking.run import RunTracker
 
-__all__ = ["REPAIR_EVERY_S", "TrackingSession", "prepare", "repair_stale", "store_for"]
+__all__ = ["REPAIR_EVERY_S", "TrackingSession", "prepare"]
 
 REPAIR_EVERY_S = 60.0
 # When this process last repaired an experiment: (tracking URI, experiment id, config hash) -> monotonic s.
@@ -102,15 +102,3 @@ def prepare(settings: TrackingSettings) -> str:
         TrackingSession.open(settings)
     return uri
 
-
-def store_for(settings: TrackingSettings) -> tuple[str, Any, str]:
-    """(tracking URI, client, experiment id): `TrackingSession.open` as the tuple callbacks.py's `store_for` gave."""
-    session = TrackingSession.open(settings)
-    return session.uri, session.client, session.experiment_id
-
-
-def repair_stale(client: Any, experiment_id: str, settings: TrackingSettings,
-                 config_hash: str | None = None) -> None:
-    """`TrackingSession.repair_stale` for a caller that holds a client and an experiment id, not a session."""
-    TrackingSession(str(getattr(client, "tracking_uri", "")), client, str(experiment_id), settings).repair_stale(
-        config_hash)

@@ -9,13 +9,12 @@ Why the launching process avoids mlflow: `import mlflow` plus its SQL store cost
 the parallel (joblib) launcher the jobs run in worker processes that import mlflow anyway, so the
 launcher's own import would only delay the first job; the parent run is closed by one of those warm
 workers instead. For the same reason runs of killed jobs are repaired (`tracking.repair`) by the jobs
-(each process's first, see `repair_stale`) before they look for a FINISHED run of their config, not here.
+(`TrackingSession.repair_stale`) before they look for a FINISHED run of their config, not here.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,43 +27,6 @@ JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLau
 
 # The sweep this process launched and has not closed yet: (tracking URI, sweep dir, its description).
 _open_sweep: tuple[str, Path, dict[str, Any]] | None = None
-# When this process last repaired an experiment: (tracking URI, experiment id, config hash) -> monotonic s.
-_repaired_at: dict[tuple[str, str, str | None], float] = {}
-REPAIR_EVERY_S = 60.0
-_monotonic = time.monotonic  # the repair clock (tests move it)
-
-
-def store_for(cfg: DictConfig) -> tuple[str, Any, str]:
-    """(tracking URI, client, experiment id) for a composed config; creates store and experiment if needed."""
-    from descentlab.tracking.store import (
-        artifact_root_for,
-        get_or_create_experiment,
-        open_store,
-        resolve_tracking_uri,
-    )
-
-    uri = resolve_tracking_uri(cfg.tracking.uri, cfg.tracking.store_dir)
-    client = open_store(uri)
-    experiment_id = get_or_create_experiment(client, cfg.tracking.experiment, artifact_root_for(uri))
-    return uri, client, experiment_id
-
-
-def repair_stale(client: Any, experiment_id: str, config_hash: str | None = None) -> None:
-    """Mark runs of killed jobs FAILED (`tracking.repair`) so that this launch redoes their configs; say so.
-
-    At most once a minute per process and experiment (the search costs ~4 ms a job): runs killed before
-    the launch are found by its first job in each process; one killed during the sweep is redone anyway
-    (only FINISHED runs are skipped) and shows FAILED after the next search.
-    """
-    from descentlab.tracking.repair import repair_experiment
-
-    key = (str(getattr(client, "tracking_uri", "")), str(experiment_id), config_hash)
-    now = _monotonic()
-    if key in _repaired_at and now - _repaired_at[key] < REPAIR_EVERY_S:
-        return
-    for stale in repair_experiment(client, experiment_id, config_hash=config_hash):
-        print(f"repaired: run {stale.run_id} ({stale.run_name}) marked FAILED: {stale.reason}", file=sys.stderr)
-    _repaired_at[key] = now
 
 
 class SweepCallback(Callback):
@@ -89,15 +51,13 @@ class SweepCallback(Callback):
         global _open_sweep
         if not config.tracking.enabled:
             return
-        from descentlab.config import check_store
-        from descentlab.tracking.store import needs_schema_creation, prepare_store, resolve_tracking_uri
+        from descentlab.config import check_store, tracking_settings
+        from descentlab.tracking.session import prepare
         from descentlab.tracking.sweep_description import write_description
 
-        check_store(config.tracking)  # a malformed URI, a folder that is not writable or full: before any job
-        uri = resolve_tracking_uri(config.tracking.uri, config.tracking.store_dir)
-        prepare_store(uri)  # absent servers fail here, before any job
-        if needs_schema_creation(uri):  # no template, or a database server: MLflow's migrations run once, here
-            store_for(config)
+        settings = tracking_settings(config.tracking, str(config.paths.cache_dir))
+        check_store(settings)  # a malformed URI, a folder that is not writable or full: before any job
+        uri = prepare(settings)  # absent servers fail here, before any job; no mlflow import with a template
         sweep_dir = Path(str(config.hydra.sweep.dir))
         description = describe_sweep(list(config.hydra.overrides.task))
         write_description(sweep_dir, description)  # the first job names and tags the parent from it
