@@ -182,8 +182,8 @@ print("WARM " + json.dumps(out))
 def bench_tracking_warm(repeats: int) -> dict[str, list[float]]:
     """Seconds per job of a warm process (a sweep's worker after its first job), tracked vs `tracking=none`."""
     with tempfile.TemporaryDirectory(prefix="bench-warm-") as tmp:
-        # DESCENTLAB_ROOT as train.py sets it: the runs record the checkout's git state, as real jobs do.
-        env = {**clean_env(Path(tmp)), "PYTHONPATH": str(REPO / "src"), "DESCENTLAB_ROOT": str(REPO)}
+        # paths.root is the folder above the composed conf/ (this checkout): runs record its git state, as jobs do.
+        env = {**clean_env(Path(tmp)), "PYTHONPATH": str(REPO / "src")}
         proc = subprocess.run([sys.executable, "-c", WARM_JOBS, str(repeats), str(REPO / "conf")], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=1800)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("WARM ")), None)
@@ -321,8 +321,8 @@ def markdown(report: dict[str, Any]) -> str:
         t, n = med(warm["local"]), med(warm["none"])
         lines += ["", f"**Tracking cost per job in a warm process** (a sweep worker after its first job: `app.run` of "
                   f"the Adam job, {len(warm['local'])} tracked and {len(warm['none'])} untracked, alternated; "
-                  "imports and the store connection are paid once per process, see start-up; `DESCENTLAB_ROOT` "
-                  "set as train.py sets it)", "",
+                  "imports and the store connection are paid once per process, see start-up; `paths.root` "
+                  "is the checkout, as under train.py)", "",
                   "| job | median s | min s |", "|---|---:|---:|",
                   f"| tracked (tracking=local) | {t:.3f} | {min(warm['local']):.3f} |",
                   f"| untracked (tracking=none) | {n:.3f} | {min(warm['none']):.3f} |", "",
