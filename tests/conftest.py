@@ -91,6 +91,8 @@ class Store:
         return MlflowClient(tracking_uri=self.uri)
 
     def runs(self, experiment: str = "optimizer-comparison") -> list:
+        if not (self.root / "mlruns" / "mlflow.db").exists():
+            return []  # no store, no run (and no store made by asking: MLflow builds a new one's schema in ~3 s)
         client = self.client()
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
