@@ -85,6 +85,12 @@ class Store:
         return in_process(lambda: guarded_main(entry.main, entry.__file__), [str(REPO / "train.py"), *args, *outputs],
                           env=env or self.env(), cwd=self.root)
 
+    def script_in_process(self, name: str, *args: str, env: dict[str, str] | None = None) -> CliResult:
+        """`scripts/<name>` with these arguments, its `main` run in this process as its `__main__` runs it."""
+        module = script_module(name)
+        return in_process(lambda: sys.exit(module.main(list(args))), [str(REPO / "scripts" / name), *args],
+                          env=env or self.env(), cwd=self.root)
+
     def client(self):
         from mlflow.tracking import MlflowClient
 
@@ -111,6 +117,19 @@ def train_entry() -> ModuleType:
         spec.loader.exec_module(module)
         # Hydra finds `conf/` next to the calling file only for a script run as __main__ (else it looks for a module)
         module.main.__wrapped__.__module__ = "__main__"
+    return module
+
+
+def script_module(name: str) -> ModuleType:
+    """`scripts/<name>` imported as a module (once): its `main(argv)` is what `python scripts/<name>` runs."""
+    key = f"descentlab_script_{Path(name).stem}"
+    module = sys.modules.get(key)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(key, REPO / "scripts" / name)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
     return module
 
 
