@@ -138,7 +138,8 @@ def in_process(call: Callable[[], object], argv: list[str], env: dict[str, str],
     a subprocess would have them: its exit code (SystemExit; 1 and the traceback on stderr for an uncaught
     exception, as the interpreter does), stdout and stderr. Everything it changes in this process is put back:
     the environment, argv, working directory, Hydra's global state, the collector (which `guarded_main` pauses),
-    the root logger. `cli.exit_now` (the fast exit through `os._exit`) becomes a plain `SystemExit`."""
+    the root logger. A fast exit through `os._exit` (`cli.exit_now`, where the tree still has one) becomes a
+    plain `SystemExit`, so a successful run returns here too."""
     from hydra.core.global_hydra import GlobalHydra
 
     from descentlab import cli
@@ -147,7 +148,7 @@ def in_process(call: Callable[[], object], argv: list[str], env: dict[str, str],
     gc_enabled = gc.isenabled()
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
-    saved_exit_now = cli.exit_now
+    saved_exit_now = getattr(cli, "exit_now", None)
 
     def exit_now(code: int) -> None:
         raise SystemExit(code)
@@ -159,7 +160,8 @@ def in_process(call: Callable[[], object], argv: list[str], env: dict[str, str],
     os.environ.update(env)
     sys.argv = argv
     os.chdir(cwd)
-    cli.exit_now = exit_now
+    if saved_exit_now is not None:
+        cli.exit_now = exit_now
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -174,7 +176,8 @@ def in_process(call: Callable[[], object], argv: list[str], env: dict[str, str],
                 traceback.print_exc()
                 code = 1
     finally:
-        cli.exit_now = saved_exit_now
+        if saved_exit_now is not None:
+            cli.exit_now = saved_exit_now
         os.chdir(saved_cwd)
         sys.argv = saved_argv
         os.environ.clear()
