@@ -1,9 +1,9 @@
 """Shared fixtures: running the real `train.py` CLI against a temporary MLflow store, in this process (fast:
 bad input, quick runs) or in a subprocess (end-to-end: signals, exit, sweeps over worker processes).
 
-Tiers: the default `python -m pytest` runs every test not marked `e2e` (unit tests, in-process Hydra `compose`,
-`app.run` and `train.py` in-process); `python -m pytest --all-tiers` (what CI runs) adds the `e2e` tests, which
-start `train.py` or a script as a process of its own.
+Tiers: the default `python -m pytest` runs every test not marked `e2e` or `slow` (unit tests, in-process Hydra
+`compose`, `app.run` and `train.py` in-process); `python -m pytest --all-tiers` (what CI runs) adds the `e2e` tests,
+which start `train.py` or a script as a process of its own, and the `slow` ones, which train for thousands of steps.
 """
 
 from __future__ import annotations
@@ -28,14 +28,18 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+DEFAULT_TIER = "not e2e and not slow"  # pyproject's addopts: what a plain `python -m pytest` runs
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--all-tiers", action="store_true",
                      help="run every tier: also the end-to-end (e2e) tests that the default `-m 'not e2e'` leaves out")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """`--all-tiers` clears the default marker expression (pyproject's `-m 'not e2e'`) unless one was given after it."""
-    if config.getoption("--all-tiers") and config.option.markexpr == "not e2e":
+    """`--all-tiers` clears the default marker expression (pyproject's `-m 'not e2e and not slow'`), not one given
+    on the command line after it."""
+    if config.getoption("--all-tiers") and config.option.markexpr == DEFAULT_TIER:
         config.option.markexpr = ""
 
 
