@@ -26,14 +26,12 @@ from types import ModuleType
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-DEFAULT_TIER = "not e2e and not slow"  # pyproject's addopts: what a plain `python -m pytest` runs
+DEFAULT_TIER = "not e2e and not slow"  # pyproject's `addopts -m`: what a plain `python -m pytest` runs
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--all-tiers", action="store_true",
-                     help="run every tier: also the end-to-end (e2e) tests that the default `-m 'not e2e'` leaves out")
+                     help=f"run every tier: also the e2e and slow tests the default `-m '{DEFAULT_TIER}'` leaves out")
 
 
 def pytest_configure(config: pytest.Config) -> None:
