@@ -37,6 +37,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     """`--all-tiers` clears the default marker expression (pyproject's `-m 'not e2e and not slow'`), not one given
     on the command line after it."""
+    if DEFAULT_TIER not in " ".join(config.getini("addopts")):  # the two spellings of the default tier drifted
+        raise pytest.UsageError(f"pyproject's addopts must select the default tier with -m '{DEFAULT_TIER}'")
     if config.getoption("--all-tiers") and config.option.markexpr == DEFAULT_TIER:
         config.option.markexpr = ""
 
