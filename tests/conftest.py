@@ -1,9 +1,9 @@
 """Shared fixtures: running the real `train.py` CLI against a temporary MLflow store, in this process (fast:
 bad input, quick runs) or in a subprocess (end-to-end: signals, exit, sweeps over worker processes).
 
-Tiers: the default `python -m pytest` runs every test not marked `e2e` or `slow` (unit tests, in-process Hydra
-`compose`, `app.run` and `train.py` in-process); `python -m pytest --all-tiers` (what CI runs) adds the `e2e` tests,
-which start `train.py` or a script as a process of its own, and the `slow` ones, which train for thousands of steps.
+Tiers: the default `python -m pytest` runs every test not marked `e2e` (unit tests, in-process Hydra `compose`,
+`app.run` and `train.py` in-process); `python -m pytest --all-tiers` (what CI runs) adds the `e2e` tests, which
+start `train.py` or a script as a process of its own.
 """
 
 from __future__ import annotations
@@ -26,17 +26,17 @@ from types import ModuleType
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_TIER = "not e2e and not slow"  # pyproject's `addopts -m`: what a plain `python -m pytest` runs
+DEFAULT_TIER = "not e2e"  # pyproject's `addopts -m`: what a plain `python -m pytest` runs
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--all-tiers", action="store_true",
-                     help=f"run every tier: also the e2e and slow tests the default `-m '{DEFAULT_TIER}'` leaves out")
+                     help=f"run every tier: also the e2e tests the default `-m '{DEFAULT_TIER}'` leaves out")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """`--all-tiers` clears the default marker expression (pyproject's `-m 'not e2e and not slow'`), not one given
-    on the command line after it."""
+    """`--all-tiers` clears the default marker expression (pyproject's `-m 'not e2e'`), not one given on the command
+    line after it."""
     if DEFAULT_TIER not in " ".join(config.getini("addopts")):  # the two spellings of the default tier drifted
         raise pytest.UsageError(f"pyproject's addopts must select the default tier with -m '{DEFAULT_TIER}'")
     if config.getoption("--all-tiers") and config.option.markexpr == DEFAULT_TIER:

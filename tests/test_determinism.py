@@ -84,7 +84,6 @@ def mnist_5k():
     return load_dataset("mnist_5k")
 
 
-@pytest.mark.slow
 def test_resume_1000_plus_1000_equals_2000_straight(mnist_5k, tmp_path: Path) -> None:
     """The book's Figure 6-9 network with Adam: the resumed loss history and weights equal the straight run's."""
     kwargs = dict(steps=2000, optimizer="adam", dropout=0.0, sampling="replacement", hidden=[100, 100, 100, 100])
