@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib.util
 import io
 import logging
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -21,7 +21,6 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -78,22 +77,16 @@ class Store:
         return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
     def train_in_process(self, *args: str, env: dict[str, str] | None = None) -> CliResult:
-        """`train.py` with these arguments, run in this process by `guarded_main` as its `__main__` runs it:
-        the same exit code, stderr and store writes as `train`, without a new interpreter (~3 s each)."""
+        """`python train.py ARGS` run in this process (the file as `__main__`, so through its `guarded_main`): the
+        same exit code, stderr and store writes as `train`, without a new interpreter (~3 s each)."""
         self.calls += 1
         outputs = [f"hydra.run.dir={self.root}/outputs/{self.calls}",
                    f"hydra.sweep.dir={self.root}/multirun/{self.calls}"]
-        entry = train_entry()
-        from descentlab.cli import guarded_main
-
-        return in_process(lambda: guarded_main(entry.main, entry.__file__), [str(REPO / "train.py"), *args, *outputs],
-                          env=env or self.env(), cwd=self.root)
+        return run_in_process(REPO / "train.py", [*args, *outputs], env=env or self.env(), cwd=self.root)
 
     def script_in_process(self, name: str, *args: str, env: dict[str, str] | None = None) -> CliResult:
-        """`scripts/<name>` with these arguments, its `main` run in this process as its `__main__` runs it."""
-        module = script_module(name)
-        return in_process(lambda: sys.exit(module.main(list(args))), [str(REPO / "scripts" / name), *args],
-                          env=env or self.env(), cwd=self.root)
+        """`python scripts/NAME ARGS` run in this process, as `train_in_process` runs `train.py`."""
+        return run_in_process(REPO / "scripts" / name, list(args), env=env or self.env(), cwd=self.root)
 
     def client(self):
         from mlflow.tracking import MlflowClient
@@ -110,31 +103,9 @@ class Store:
         return client.search_runs([exp.experiment_id], max_results=1000)
 
 
-def train_entry() -> ModuleType:
-    """`train.py` imported as a module (once), so its `@hydra.main` function can run in this process."""
-    module = sys.modules.get("descentlab_train_entry")
-    if module is None:
-        spec = importlib.util.spec_from_file_location("descentlab_train_entry", REPO / "train.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        # Hydra finds `conf/` next to the calling file only for a script run as __main__ (else it looks for a module)
-        module.main.__wrapped__.__module__ = "__main__"
-    return module
-
-
-def script_module(name: str) -> ModuleType:
-    """`scripts/<name>` imported as a module (once): its `main(argv)` is what `python scripts/<name>` runs."""
-    key = f"descentlab_script_{Path(name).stem}"
-    module = sys.modules.get(key)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(key, REPO / "scripts" / name)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return module
+def run_in_process(path: Path, args: list[str], env: dict[str, str], cwd: Path) -> CliResult:
+    """`python PATH ARGS` in this process: the file run as `__main__` (what Hydra needs to find `conf/` next to it)."""
+    return in_process(lambda: runpy.run_path(str(path), run_name="__main__"), [str(path), *args], env, cwd)
 
 
 def in_process(call: Callable[[], object], argv: list[str], env: dict[str, str], cwd: Path) -> CliResult:

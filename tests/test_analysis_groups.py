@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from conftest import CliResult, in_process, log_history_csv, script_module
+from conftest import CliResult, log_history_csv, run_in_process
 from descentlab.analysis.groups import NOT_LOGGED, canonical, group_runs, identity_columns, iter_groups
 from descentlab.analysis.runs import AnalysisError, load_history, load_runs
 from descentlab.analysis.smoothing import smooth_kaiser
@@ -284,9 +283,8 @@ def analyze(store: Store, out: Path, *args: str) -> CliResult:
     """`scripts/analyze.py` on the store, in this process (its `main`, as its `__main__` runs it)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update({"MLFLOW_TRACKING_URI": store.uri, "MLFLOW_DISABLE_TELEMETRY": "true", "COLUMNS": "160"})
-    argv = [EXPERIMENT, "--out", str(out), "--no-log", *args]
-    main = script_module("analyze.py").main
-    return in_process(lambda: sys.exit(main(argv)), [str(REPO / "scripts" / "analyze.py"), *argv], env, store.root)
+    return run_in_process(REPO / "scripts" / "analyze.py", [EXPERIMENT, "--out", str(out), "--no-log", *args], env,
+                          store.root)
 
 
 @pytest.fixture(scope="module")
