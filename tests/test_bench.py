@@ -50,6 +50,7 @@ def test_flop_count_of_the_figure_6_9_network() -> None:
     assert round(flops["train_with_input_grad"] / 1e6, 1) == 84.0
 
 
+@pytest.mark.e2e
 def test_report_structure(bench_run: tuple[dict, str, Path]) -> None:
     report, stdout, _ = bench_run
     assert report["settings"]["iterations"] == 20 and report["settings"]["optimizers"] == ["sgd", "adam"]
@@ -77,6 +78,7 @@ def test_report_structure(bench_run: tuple[dict, str, Path]) -> None:
     assert "Seconds per 1,000 iterations" in stdout and "| descentlab core" in stdout
 
 
+@pytest.mark.e2e
 def test_baseline_descentlab_and_torch_start_from_the_same_loss(bench_run: tuple[dict, str, Path]) -> None:
     first = bench_run[0]["first_loss"]
     for opt in ("sgd", "adam"):
@@ -91,6 +93,7 @@ def test_baseline_descentlab_and_torch_start_from_the_same_loss(bench_run: tuple
     assert ("torch" in first) == torch_installed
 
 
+@pytest.mark.e2e
 def test_write_replaces_only_the_marked_section(bench_run: tuple[dict, str, Path]) -> None:
     text = bench_run[2].read_text()
     assert text.startswith("# Benchmarks\n\nintro\n\n<!-- bench:core:start -->\n")

@@ -18,6 +18,8 @@ import pytest
 
 from conftest import REPO
 
+pytestmark = pytest.mark.e2e  # signals to real processes: run by `pytest --all-tiers`
+
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "adam")
 PROGRESS = re.compile(r"\[([\w.-]+)\] step (\d+)/(\d+)")
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e  # an MLflow server and train.py as processes: run by `pytest --all-tiers`
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -1,4 +1,5 @@
-"""The real `train.py` in a subprocess: sweeps tracked in MLflow, skipping, divergence, 2-D paths, parallel jobs."""
+"""The real `train.py`: sweeps tracked in MLflow, skipping, divergence, 2-D paths, parallel jobs (processes of their
+own, the e2e tier); bad input and a sweep's rejected jobs (in this process, through the same `guarded_main`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ def parents(runs: list) -> list:
     return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
 
 
+@pytest.mark.e2e
 def test_headline_sweep_then_rerun_skips_then_force_reruns(store) -> None:
     result = store.train(*HEADLINE)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -72,6 +74,7 @@ def test_headline_sweep_then_rerun_skips_then_force_reruns(store) -> None:
     assert len(children(runs)) == 8 and len(parents(runs)) == 2
 
 
+@pytest.mark.e2e
 def test_fig6_8_paths_have_31_points_and_match_the_library(store) -> None:
     result = store.train("-m", "experiment=fig6_8", "optimizer=sgd,momentum,adagrad,adam")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -92,6 +95,7 @@ def test_fig6_8_paths_have_31_points_and_match_the_library(store) -> None:
         assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"path.png", "metrics.csv"}
 
 
+@pytest.mark.e2e
 def test_divergent_job_fails_with_its_step_and_the_sweep_goes_on(store) -> None:
     result = store.train("-m", "optimizer=sgd", "optimizer.lr=1e4,0.01", "training.iterations=30")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -119,9 +123,9 @@ def test_divergent_job_fails_with_its_step_and_the_sweep_goes_on(store) -> None:
         (("training.batch_size=4001",), "training.batch_size must be at most the 4000 training examples"),
     ],
 )
-def test_bad_input_is_one_line_nonzero_and_leaves_no_run(store, args: tuple[str, ...], message: str) -> None:
-    result = store.train(*args)
-    assert result.returncode != 0
+def test_bad_input_is_one_line_exit_2_and_leaves_no_run(store, args: tuple[str, ...], message: str) -> None:
+    result = store.train_in_process(*args)
+    assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
@@ -129,11 +133,12 @@ def test_bad_input_is_one_line_nonzero_and_leaves_no_run(store, args: tuple[str,
     assert children(store.runs()) == []
 
 
-@pytest.mark.parametrize("launcher", ["basic", "parallel"])
+@pytest.mark.parametrize("launcher", ["basic", pytest.param("parallel", marks=pytest.mark.e2e)])
 def test_rejected_jobs_of_a_sweep_are_recorded_counted_and_named(store, launcher: str) -> None:
     sweep = ("-m", f"hydra/launcher={launcher}", "optimizer=sgd,adam", "optimizer.lr=0.1,0", "training.iterations=30",
              "training.progress=false")
-    result = store.train(*sweep)
+    # basic: the jobs run in the launching process, so in this one; parallel: worker processes, a real command
+    result = store.train_in_process(*sweep) if launcher == "basic" else store.train(*sweep)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -162,6 +167,7 @@ def test_rejected_jobs_of_a_sweep_are_recorded_counted_and_named(store, launcher
     assert parent.data.params["optimizer.lr"] == "0.1,0" and parent.data.params["optimizer"] == "sgd,adam"
 
 
+@pytest.mark.e2e
 def test_parallel_preset_runs_four_jobs_into_one_store(store) -> None:
     result = store.train("-m", "hydra/launcher=parallel", "optimizer=sgd,momentum,adagrad,adam",
                          "training.iterations=40", "training.eval_every=20")
@@ -175,6 +181,7 @@ def test_parallel_preset_runs_four_jobs_into_one_store(store) -> None:
         assert len(client.get_metric_history(run.info.run_id, "test/acc")) == 3
 
 
+@pytest.mark.e2e
 def test_tracking_none_trains_and_records_nothing(store) -> None:
     result = store.train("-m", "tracking=none", "optimizer=sgd,adam", "training.iterations=30")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -5,6 +5,10 @@ from __future__ import annotations
 import csv
 import sqlite3
 
+import pytest
+
+pytestmark = pytest.mark.e2e  # a parallel sweep of train.py: run by `pytest --all-tiers`
+
 ITERATIONS = 300
 ARGS = ("-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=4", "optimizer=sgd,momentum,adagrad,adam",
         "seed=0,1", f"training.iterations={ITERATIONS}", "training.eval_every=50", "training.progress=false",

@@ -166,6 +166,7 @@ def test_free_keys_stay_free_and_hydras_own_config_is_not_checked() -> None:
     check_known_keys(make())
 
 
+@pytest.mark.e2e
 def test_help_lists_only_the_groups_a_user_chooses_from() -> None:
     import re
     import subprocess

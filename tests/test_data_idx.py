@@ -74,8 +74,17 @@ def _expect(path: Path, match: str, **kwargs: object) -> str:
     return message
 
 
-def test_idx_format_error_is_a_value_error() -> None:
-    assert issubclass(IdxFormatError, ValueError)
+def test_a_bad_idx_file_is_bad_input_that_train_py_reports_in_one_line(tmp_path: Path) -> None:
+    """Not a bug: `guarded_main` prints input errors as one `error:` line (no traceback), and callers that catch
+    ValueError (bad input in general) catch this one too."""
+    from descentlab.errors import input_errors, one_line
+
+    path, raw = _raw(tmp_path)
+    path.write_bytes(raw[:-5])
+    with pytest.raises(input_errors()) as info:
+        read_idx(path)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, IdxFormatError)
+    assert one_line(info.value) == str(info.value) and str(info.value).startswith(f"{path}: truncated data")
 
 
 def test_wrong_magic_nonzero_first_bytes(tmp_path: Path) -> None:

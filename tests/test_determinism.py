@@ -33,6 +33,7 @@ def losses_by_optimizer(store, client, runs: list) -> dict[str, tuple[list[float
     return out
 
 
+@pytest.mark.e2e
 def test_two_runs_and_basic_vs_parallel_launcher_are_bit_identical(store) -> None:
     sweeps = {}
     for label, extra in (("basic", ()), ("basic again", ("force=true",)),

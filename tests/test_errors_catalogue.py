@@ -1,6 +1,7 @@
-"""The bad-input catalogue: every case runs the real `train.py` and must end with exit code 2, exactly one
-`error: …` line naming the bad value and what is allowed, no traceback, no run left RUNNING and the store's
-earlier FINISHED run intact. docs/errors.md is this catalogue's table, checked here row by row.
+"""The bad-input catalogue: every case runs the real `train.py` (its `main` through `guarded_main`, in this process)
+and must end with exit code 2, exactly one `error: …` line naming the bad value and what is allowed, no traceback,
+no run left RUNNING and the store's earlier FINISHED run intact. docs/errors.md is this catalogue's table, checked
+here row by row. The e2e tier runs a few cases as processes of their own: the same line and code from a real exit.
 
 Regenerate the table after changing a message:  PYTHONPATH=src python tests/test_errors_catalogue.py --write
 """
@@ -169,6 +170,9 @@ CASES: list[Case] = [
 ]
 
 
+# The cases also run as a process of their own in the e2e tier: one for each stage that can refuse.
+E2E_CASES = ("unknown-key", "lr-zero", "sweep-unknown-key", "tracking-uri-malformed-env", "data-missing-path")
+
 # ---------------------------------------------------------------- running a case
 
 
@@ -189,8 +193,8 @@ def run_case(store: Store, case: Case) -> tuple[object, str]:
     args = [a.replace("{tmp}", str(tmp)) for a in case.args]
     env = store.env(DESCENTLAB_CACHE_DIR=str(tmp / "cache"), **case.env)  # never the user's data cache
     flags = [a for a in args if a.startswith("-")]  # -m; the case's overrides come after the quick defaults
-    result = store.train(*flags, "training.iterations=5", "training.progress=false",
-                         *[a for a in args if a not in flags], env=env, timeout=120)
+    result = store.train_in_process(*flags, "training.iterations=5", "training.progress=false",
+                                    *[a for a in args if a not in flags], env=env)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     return result, normalize(errors[0], tmp, store.root) if len(errors) == 1 else ""
 
@@ -247,7 +251,7 @@ def _row(case: Case, message: str) -> str:
 def shared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, str, int]:
     """One store for every case, holding one FINISHED run that no failing case may lose or change."""
     store = Store(tmp_path_factory.mktemp("catalogue"))
-    result = store.train("model=mlp_2x50", "training.iterations=5", "training.progress=false")
+    result = store.train_in_process("model=mlp_2x50", "training.iterations=5", "training.progress=false")
     assert result.returncode == 0, result.stderr[-2000:]
     (run,) = store.runs()
     n_points = len(store.client().get_metric_history(run.info.run_id, "train/loss"))
@@ -296,9 +300,32 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_run(shared: tuple[Store, str
     assert len(store.client().get_metric_history(finished_id, "train/loss")) == n_points
 
 
+@pytest.mark.e2e
+@pytest.mark.parametrize("case", [c for c in CASES if c.id in E2E_CASES], ids=lambda c: c.id)
+def test_a_real_process_prints_the_same_line_and_exits_2(shared: tuple[Store, str, int], case: Case) -> None:
+    """One case per stage that can refuse (composition, a job's validation, a sweep's launch, the store, the
+    environment), through `train.py` as a process: the in-process runs above stand for what a user sees."""
+    store, finished_id, _ = shared
+    tmp = store.root / "cases-e2e" / case.id
+    tmp.mkdir(parents=True)
+    if case.setup:
+        case.setup(tmp)
+    args = [a.replace("{tmp}", str(tmp)) for a in case.args]
+    flags = [a for a in args if a.startswith("-")]
+    env = store.env(DESCENTLAB_CACHE_DIR=str(tmp / "cache"), **case.env)
+    result = store.train(*flags, "training.iterations=5", "training.progress=false",
+                         *[a for a in args if a not in flags], env=env, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and result.stderr.strip().splitlines()[-1] == errors[0], result.stderr[-3000:]
+    assert normalize(errors[0], tmp, store.root) == doc_rows()[case.id][2]
+    assert [r.info.run_id for r in store.runs()] == [finished_id]
+
+
 def test_hydra_full_error_shows_the_traceback(shared: tuple[Store, str, int]) -> None:
     store, finished_id, _ = shared
-    result = store.train("optimizer.lr=0", "training.progress=false", env=store.env(HYDRA_FULL_ERROR="1"))
+    result = store.train_in_process("optimizer.lr=0", "training.progress=false", env=store.env(HYDRA_FULL_ERROR="1"))
     assert result.returncode != 0
     assert "Traceback (most recent call last)" in result.stderr
     assert "ConfigError: optimizer: SGD: lr must be a finite number > 0, got 0.0" in result.stderr
@@ -306,6 +333,7 @@ def test_hydra_full_error_shows_the_traceback(shared: tuple[Store, str, int]) ->
     assert [r.info.run_id for r in store.runs()] == [finished_id]
 
 
+@pytest.mark.e2e
 def test_disk_full_mid_run_is_one_line_and_the_run_ends_failed(shared: tuple[Store, str, int]) -> None:
     """A real write failure after the run exists: RLIMIT_FSIZE (200 KiB) on the process makes writing the
     313 KB weights file fail with EFBIG, as a full disk fails with ENOSPC. The store's writes fit under the

@@ -9,8 +9,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import REPO
 from descentlab.tracking.liveness import PID_TAG
+
+pytestmark = pytest.mark.e2e  # SIGKILL to a real sweep: run by `pytest --all-tiers`
 
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "adam")
 ITERATIONS = 2000

@@ -262,6 +262,7 @@ def test_lost_store_saves_every_unsent_point_and_import_restores_them(
     assert len(client.get_metric_history(tracker.run_id, "train/loss")) == n_logged
 
 
+@pytest.mark.e2e
 def test_runs_script_lists_and_repairs(mlstore, tmp_path: Path) -> None:
     client, exp = mlstore
     dead = make_run(client, exp, "dead-job", pid=dead_pid())

@@ -21,6 +21,8 @@ import pytest
 from conftest import REPO
 from test_cli_server import MlflowServer, get_json
 
+pytestmark = pytest.mark.e2e  # a server cut under a real train.py: run by `pytest --all-tiers`
+
 ITERATIONS = 3000
 ARGS = ("tracking=server", f"training.iterations={ITERATIONS}", "training.eval_every=1000", "training.progress=false",
         "tracking.flush_every=300")

@@ -1,4 +1,5 @@
-"""The analysis scripts end to end: a small tracked sweep in, tables, figures and an `analysis` run out."""
+"""The analysis scripts end to end (e2e tier): a small tracked sweep in, tables, figures and an `analysis` run out;
+a script's bad input in-process (default tier)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from conftest import REPO
 
@@ -15,6 +17,7 @@ def script(store, name: str, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.e2e
 def test_analyze_writes_tables_and_plots_and_logs_an_analysis_run(store) -> None:
     sweep = store.train("-m", "optimizer=sgd,adam", "seed=0,1", "training.iterations=40", "training.eval_every=20")
     assert sweep.returncode == 0, sweep.stderr[-2000:]
@@ -43,13 +46,15 @@ def test_analyze_writes_tables_and_plots_and_logs_an_analysis_run(store) -> None
 
 
 def test_analyze_unknown_experiment_is_one_line(store) -> None:
-    store.train("training.iterations=5")
-    result = script(store, "analyze.py", "no-such-experiment")
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    trained = store.train_in_process("training.iterations=5", "training.progress=false")
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    result = store.script_in_process("analyze.py", "no-such-experiment")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stdout == ""
     assert "no experiment named 'no-such-experiment'" in result.stderr and "optimizer-comparison" in result.stderr
 
 
+@pytest.mark.e2e
 def test_reproduce_figures_from_tracked_runs(store) -> None:
     out, jobs = store.root / "reports", store.root / "multirun"
     fig68 = script(store, "reproduce.py", "fig6_8", "--out", str(out), "--no-parallel", "--sweep-dir", str(jobs))

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e  # each test starts a fresh interpreter (what it imports is the point): --all-tiers
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -61,6 +61,7 @@ def _experiment_and_parent_in_child(uri: str, sweep_dir: str, barrier, results) 
     results.put((experiment_id, parent))
 
 
+@pytest.mark.e2e
 def test_two_processes_share_one_experiment_and_one_parent(mlstore, tmp_path: Path) -> None:
     """Two spawned processes race (barrier-synchronised) on a prepared store: one experiment, one parent."""
     uri, client = mlstore

@@ -53,6 +53,7 @@ def assert_ui_tags(tags: dict[str, str]) -> None:
     assert state["runsHiddenMode"] == "SHOW_ALL"
 
 
+@pytest.mark.e2e
 def test_a_tiny_train_run_tags_the_experiment_of_a_fresh_store(store) -> None:
     result = store.train("-m", "optimizer=sgd,adam", "training.iterations=5", "training.eval_every=5")
     assert result.returncode == 0, result.stderr
