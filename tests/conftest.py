@@ -113,20 +113,13 @@ def in_process(call: Callable[[], object], argv: list[str], env: dict[str, str],
     a subprocess would have them: its exit code (SystemExit; 1 and the traceback on stderr for an uncaught
     exception, as the interpreter does), stdout and stderr. Everything it changes in this process is put back:
     the environment, argv, working directory, Hydra's global state, the collector (which `guarded_main` pauses),
-    the root logger. A fast exit through `os._exit` (`cli.exit_now`, where the tree still has one) becomes a
-    plain `SystemExit`, so a successful run returns here too."""
+    the root logger."""
     from hydra.core.global_hydra import GlobalHydra
-
-    from descentlab import cli
 
     saved_env, saved_argv, saved_cwd = os.environ.copy(), sys.argv[:], os.getcwd()
     gc_enabled = gc.isenabled()
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
-    saved_exit_now = getattr(cli, "exit_now", None)
-
-    def exit_now(code: int) -> None:
-        raise SystemExit(code)
 
     out, err = io.StringIO(), io.StringIO()
     code: int = 0
@@ -135,8 +128,6 @@ def in_process(call: Callable[[], object], argv: list[str], env: dict[str, str],
     os.environ.update(env)
     sys.argv = argv
     os.chdir(cwd)
-    if saved_exit_now is not None:
-        cli.exit_now = exit_now
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -151,8 +142,6 @@ def in_process(call: Callable[[], object], argv: list[str], env: dict[str, str],
                 traceback.print_exc()
                 code = 1
     finally:
-        if saved_exit_now is not None:
-            cli.exit_now = saved_exit_now
         os.chdir(saved_cwd)
         sys.argv = saved_argv
         os.environ.clear()

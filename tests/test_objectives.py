@@ -11,9 +11,15 @@ from descentlab.optim import SGD, Adam
 ALL = list(OBJECTIVES.values())
 
 
-def test_registry() -> None:
-    assert OBJECTIVES == {"book": BOOK, "rosenbrock": ROSENBROCK, "beale": BEALE}
-    assert get_objective("beale") is BEALE
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_registry_names_each_objective_by_its_own_name_and_its_minimum_is_stationary(name: str) -> None:
+    objective = get_objective(name)
+    assert objective.name == name and OBJECTIVES[name] is objective
+    assert objective.value(objective.minimum) == pytest.approx(0.0, abs=1e-12)  # a minimum of value 0 ...
+    np.testing.assert_allclose(objective.grad(objective.minimum), 0.0, atol=1e-12)  # ... where the gradient vanishes
+
+
+def test_registry_refuses_an_unknown_name() -> None:
     with pytest.raises(ValueError, match=r"^unknown objective 'himmelblau'; allowed: book, rosenbrock, beale$"):
         get_objective("himmelblau")
 
