@@ -42,7 +42,8 @@ def test_basic_launcher_target_is_what_hydra_launcher_basic_names() -> None:
 def test_callbacks_check_runs_before_hydra_builds_callbacks(monkeypatch: pytest.MonkeyPatch) -> None:
     from hydra._internal import callbacks
 
-    monkeypatch.setattr(callbacks.Callbacks, "__init__", callbacks.Callbacks.__init__)  # undone after the test
+    original = getattr(callbacks.Callbacks.__init__, "__wrapped__", callbacks.Callbacks.__init__)  # train.py's hook
+    monkeypatch.setattr(callbacks.Callbacks, "__init__", original)  # undone after the test
     seen: list[object] = []
 
     def refuse(config: object) -> None:

@@ -37,6 +37,7 @@ def check_hydra_callbacks_with(check: Callable[[Any], None]) -> None:
         init(self, config)
 
     checked_init.descentlab_checked = True  # type: ignore[attr-defined]
+    checked_init.__wrapped__ = init  # type: ignore[attr-defined]
     callbacks.Callbacks.__init__ = checked_init  # type: ignore[method-assign]
 
 
