@@ -335,14 +335,15 @@ def test_hydra_full_error_shows_the_traceback(shared: tuple[Store, str, int]) ->
 
 @pytest.mark.e2e
 def test_disk_full_mid_run_is_one_line_and_the_run_ends_failed(shared: tuple[Store, str, int]) -> None:
-    """A real write failure after the run exists: RLIMIT_FSIZE (200 KiB) on the process makes writing the
-    313 KB weights file fail with EFBIG, as a full disk fails with ENOSPC. The store's writes fit under the
-    limit (SQLite appends to its small WAL file), so the run can still be closed."""
+    """A real write failure after the run exists: RLIMIT_FSIZE (384 KiB) on the process makes writing the
+    ~440 KB weights file fail with EFBIG, as a full disk fails with ENOSPC. The store's writes fit under the
+    limit (SQLite appends to its WAL file, ~190 KB here with the default synchronous=FULL, which pads WAL frames),
+    so the run can still be closed."""
     import resource
     import subprocess
 
     store, finished_id, _ = shared
-    limit = 200 * 1024
+    limit = 384 * 1024
 
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
