@@ -23,7 +23,7 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
                           env=env, timeout=120)
 
 
-# ----------------------------------------------------------------------------------------------- hydra
+# ------------------------------------------------------------------------- hydra and its joblib launcher plugin
 
 
 def test_basic_launcher_target_is_what_hydra_launcher_basic_names() -> None:
@@ -71,25 +71,6 @@ def test_joblib_launcher_kwargs_are_what_the_plugin_passes_to_parallel() -> None
     source = inspect.getsource(_core.launch)  # the plugin still builds Parallel's arguments this way
     assert "process_joblib_cfg(joblib_cfg)" in source
     assert 'joblib_cfg["backend"] = "loky"' in source
-
-# ------------------------------------------------------------------------------------------ joblib/loky
-
-
-def test_stop_idle_loky_workers_ends_the_reusable_executors_processes() -> None:
-    result = _python("""
-        import psutil
-        from joblib import Parallel, delayed
-        from joblib.externals.loky import reusable_executor
-        from descentlab import compat
-        import os
-        pids = set(Parallel(n_jobs=2, backend="loky")(delayed(os.getpid)() for _ in range(4)))
-        assert reusable_executor._executor is not None
-        compat.stop_idle_loky_workers()
-        print(len(pids), sum(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids))
-    """)
-    assert result.returncode == 0, result.stderr
-    n_workers, alive = map(int, result.stdout.split())
-    assert n_workers >= 1 and alive == 0
 
 # ---------------------------------------------------------------------------------------------- mlflow
 

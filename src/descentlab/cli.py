@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from descentlab import compat, startup
+from descentlab import startup
 from descentlab.errors import LaunchRefused, input_errors, one_line
 
 # A full disk (or a file-size limit) mid-run: the run is already marked FAILED by its tracker; say so in one line.
@@ -59,7 +59,6 @@ def guarded_main(main: Callable[[], object]) -> None:
             sys.exit(2)
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
-    compat.stop_idle_loky_workers()  # else loky's exit handler waits for each idle worker's own teardown
 
 
 def _interrupted(exc: BaseException) -> None:

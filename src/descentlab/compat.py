@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# ----------------------------------------------------------------------------------------------- hydra
+# ------------------------------------------------------------------------- hydra and its joblib launcher plugin
 
 # The `_target_` of hydra/launcher=basic: jobs run one after another in the launching process.
 HYDRA_BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
@@ -53,24 +53,11 @@ def joblib_launcher_kwargs(launcher: dict[str, Any]) -> dict[str, Any]:
     process_joblib_cfg(kwargs)
     return kwargs
 
-# ------------------------------------------------------------------------------------------ joblib/loky
-
-
-def stop_idle_loky_workers() -> None:
-    """Stop joblib's (loky's) reusable worker processes at once, if this process started any.
-
-    Only for idle workers (the sweep has returned). loky's own exit handler asks each worker to finish and waits
-    for its interpreter teardown; its module keeps the one reusable executor in a private global.
-    """
-    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
-    executor = getattr(loky, "_executor", None)
-    if executor is not None:
-        executor.shutdown(wait=True, kill_workers=True)
 
 # ---------------------------------------------------------------------------------------------- mlflow
 
 # MLflow offers no public handle on its SQL store (engine, sessions, ORM tables) nor on a run's artifact
-# repository; descentlab uses them for the bulk write path (tracking.bulk), the SQLite PRAGMAs and the schema
+# repository; descentlab uses them for the bulk write path (tracking.bulk), the engine's disposal and the schema
 # template (tracking.store), and artifact uploads without a `get_run` each (tracking.run). Nothing imports mlflow
 # at module level here: callers import it only when they need it.
 
@@ -78,7 +65,6 @@ def stop_idle_loky_workers() -> None:
 def mlflow_sql_store(client: Any) -> Any | None:
     """The `SqlAlchemyStore` behind an `MlflowClient` (`client._tracking_client.store`); None for any other store,
     a client that is not an `MlflowClient` (a test double decides by itself), or an MLflow laid out otherwise."""
-    import sys
 
     module = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")  # not loaded: not a SQL store
     store_class = getattr(module, "SqlAlchemyStore", None)
