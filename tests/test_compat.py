@@ -105,13 +105,23 @@ def test_mlflow_sql_store_is_the_clients_sqlalchemy_store(mlflow_sqlite) -> None
     assert compat.mlflow_sql_store(mock.MagicMock()) is None
 
 
-def test_mlflow_dispose_engine_empties_the_pool(mlflow_sqlite) -> None:
+def test_mlflow_engine_takes_a_connect_listener_and_disposes_its_pool(mlflow_sqlite) -> None:
+    """The engine's connect event reaches every new connection (how tracking.store sets its PRAGMAs)."""
     client, _ = mlflow_sqlite
+    seen: list[object] = []
+
+    def listener(dbapi_connection, _record) -> None:
+        seen.append(dbapi_connection)
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+    assert compat.mlflow_on_sqlite_connect(client, listener) is True
+    assert compat.mlflow_on_sqlite_connect(client, listener) is True  # once per engine
     with compat.mlflow_engine(client).connect() as con:
-        con.exec_driver_sql("SELECT 1")
-    assert compat.mlflow_engine(client).pool.checkedin() >= 1  # the connection went back to the pool
+        assert con.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    assert len(seen) == 1
     compat.mlflow_dispose_engine(client)
     assert compat.mlflow_engine(client).pool.checkedin() == 0
+    assert compat.mlflow_on_sqlite_connect(object(), listener) is False
 
 
 def test_mlflow_orm_models_have_the_columns_bulk_writes() -> None:

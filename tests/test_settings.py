@@ -34,6 +34,8 @@ KNOBS: list[tuple[str, Any, str, Any, str, str]] = [
     ("tracking.heartbeat_s", 30.0, "5", 5.0, "0", "tracking.heartbeat_s must be a finite number > 0, got 0.0"),
     ("tracking.stale_after_s", 300.0, "60", 60.0, "-1", "tracking.stale_after_s must be a finite number > 0, got -1.0"),
     ("tracking.retry_s", 120.0, "0", 0.0, "-5", "tracking.retry_s must be a finite number >= 0, got -5.0"),
+    ("tracking.sqlite.synchronous", "normal", "full", "full", "off",
+     "tracking.sqlite.synchronous must be one of normal, full, got 'off'"),
     ("paths.root", str(CHECKOUT), "/tmp/elsewhere", "/tmp/elsewhere", "''",
      "paths.root must be a folder (a non-empty path), got ''"),
     ("paths.cache_dir", None, "/tmp/cache", "/tmp/cache", "''",
@@ -102,7 +104,7 @@ class RecordingTracker(NullTracker):
 
 def test_every_knob_is_saved_in_the_runs_config_yaml(tmp_path: Path) -> None:
     overrides = ["task=function2d", "task.steps=3", "tracking.heartbeat_s=5", "tracking.stale_after_s=60",
-                 "tracking.retry_s=0", "tracking.sqlite.wal=false",
+                 "tracking.retry_s=0", "tracking.sqlite.wal=false", "tracking.sqlite.synchronous=full",
                  "tracking.sqlite.schema_template=false", f"paths.root={tmp_path}",
                  f"paths.cache_dir={tmp_path / 'cache'}", "numerics.backend=numpy"]
     cfg = make(*overrides)
@@ -115,7 +117,7 @@ def test_every_knob_is_saved_in_the_runs_config_yaml(tmp_path: Path) -> None:
     saved = yaml.safe_load(tracker.texts["config.yaml"])
     assert saved["tracking"]["heartbeat_s"] == 5.0 and saved["tracking"]["stale_after_s"] == 60.0
     assert saved["tracking"]["retry_s"] == 0.0
-    assert saved["tracking"]["sqlite"] == {"wal": False, "schema_template": False}
+    assert saved["tracking"]["sqlite"] == {"wal": False, "synchronous": "full", "schema_template": False}
     assert saved["paths"] == {"root": str(tmp_path), "cache_dir": str(tmp_path / "cache")}
     assert saved["numerics"] == {"backend": "numpy"}
     assert saved["tracking"]["store_dir"] == f"{tmp_path}/mlruns"  # resolved: the folder, not the interpolation

@@ -26,6 +26,8 @@ SQLITE = SqliteSettings(template_dir=str(cache_root()))
     (TrackingSettings(flush_seconds=-1), "tracking.flush_seconds must be a finite number >= 0, got -1"),
     (TrackingSettings(min_free_mb=float("nan")), "tracking.min_free_mb must be a finite number >= 0, got nan"),
     (TrackingSettings(experiment=" "), "tracking.experiment must be a non-empty name, got ' '"),
+    (TrackingSettings(sqlite=SqliteSettings(synchronous="off")),
+     "tracking.sqlite.synchronous must be 'normal' or 'full', got 'off'"),
     (TrackingSettings(sqlite=SqliteSettings(wal="yes")),  # type: ignore[arg-type]
      "tracking.sqlite.wal must be true or false, got 'yes'"),
     (TrackingSettings(uri="foo://x"), "tracking.uri: malformed tracking URI 'foo://x' (scheme 'foo' not supported)"),
@@ -40,7 +42,7 @@ def test_defaults_pass_and_match_the_documented_values() -> None:
     settings = TrackingSettings()
     settings.check()
     assert (settings.heartbeat_s, settings.stale_after_s, settings.retry_s) == (30.0, 300.0, 120.0)
-    assert (settings.sqlite.wal, settings.sqlite.schema_template, settings.sqlite.template_folder) == (True, True, None)
+    assert (settings.sqlite.wal, settings.sqlite.synchronous, settings.sqlite.template_folder) == (True, "normal", None)
     assert SqliteSettings(template_dir="/c", schema_template=False).template_folder is None
 
 

@@ -209,13 +209,18 @@ def test_insecure_tls_probe_checks_neither_certificate_nor_host(monkeypatch: pyt
     assert tls_context("https://tracking.example.org/health") is None
 
 
-@pytest.mark.parametrize(("sqlite", "journal"), [(SqliteSettings(), "wal"), (SqliteSettings(wal=False), "delete")])
-def test_sqlite_settings_set_the_journal(tmp_path: Path, sqlite: SqliteSettings, journal: str) -> None:
+@pytest.mark.parametrize(("sqlite", "journal", "synchronous"), [
+    (SqliteSettings(), "wal", 1),  # NORMAL: commits skip their fsync, checkpoints sync
+    (SqliteSettings(synchronous="full"), "wal", 2),
+    (SqliteSettings(wal=False), "delete", 2),  # synchronous=normal only in WAL: SQLite's default otherwise
+])
+def test_sqlite_settings_set_the_journal_and_sync(tmp_path: Path, sqlite: SqliteSettings, journal: str,
+                                                  synchronous: int) -> None:
     from descentlab import compat
 
     uri = resolve_tracking_uri(None, tmp_path / "mlruns")
-    client = open_store(uri, SqliteSettings(sqlite.wal, template_dir=SQLITE.template_dir))
+    client = open_store(uri, SqliteSettings(sqlite.wal, sqlite.synchronous, template_dir=SQLITE.template_dir))
     client.search_experiments()
     with compat.mlflow_engine(client).connect() as con:
         assert con.exec_driver_sql("PRAGMA journal_mode").scalar() == journal
-        assert con.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL: SQLite's default, kept
+        assert con.exec_driver_sql("PRAGMA synchronous").scalar() == synchronous

@@ -93,6 +93,20 @@ def mlflow_dispose_engine(client: Any) -> None:
         engine.dispose()
 
 
+def mlflow_on_sqlite_connect(client: Any, listener: Callable[[Any, Any], None]) -> bool:
+    """Run `listener(dbapi_connection, record)` on every new connection of the client's SQL store, once per engine;
+    pooled connections are closed so that all later ones get it. False when there is no such engine."""
+    engine = mlflow_engine(client)
+    if engine is None:
+        return False
+    import sqlalchemy
+
+    if not sqlalchemy.event.contains(engine, "connect", listener):
+        sqlalchemy.event.listen(engine, "connect", listener)
+        engine.dispose()  # connections pooled so far were opened without it
+    return True
+
+
 def mlflow_write_session(store: Any) -> Any:
     """A context manager around one read-write ORM session (one transaction) of a SQL store; MLflow wraps
     database errors in `MlflowException` with the original as `__cause__`."""

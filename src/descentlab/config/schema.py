@@ -21,6 +21,7 @@ from descentlab.optim import OPTIMIZERS
 TASKS = ("classify", "function2d")
 DTYPES = ("float32", "float64")
 NUMERICS_BACKENDS = BACKENDS  # auto | numpy | numba: descentlab.backend.select takes these
+SQLITE_SYNCHRONOUS = ("normal", "full")
 ROOT_RESOLVER = "descentlab.root"
 CACHE_DIR_RESOLVER = "descentlab.cache_dir"
 
@@ -76,6 +77,7 @@ class SqliteConf:
     """How a local SQLite store is set up (`tracking.store`)."""
 
     wal: bool = True  # WAL journal: readers never block writers; false on network file systems (no shared memory)
+    synchronous: str = "normal"  # normal: a WAL commit skips its fsync (a power cut may lose the last ones) | full
     schema_template: bool = True  # copy a cached empty-schema store instead of MLflow's ~1.2 s of migrations
 
 

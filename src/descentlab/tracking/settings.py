@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["SqliteSettings", "TrackingSettings"]
+__all__ = ["SYNCHRONOUS_MODES", "SqliteSettings", "TrackingSettings"]
 
+SYNCHRONOUS_MODES = ("normal", "full")
 
 
 def _bad(key: str, value: object, allowed: str) -> ValueError:
@@ -43,15 +44,23 @@ class SqliteSettings:
     """How a local SQLite store is set up; ignored for other stores."""
 
     wal: bool = True  # WAL journal: readers never block writers (off on network file systems)
+    synchronous: str = "normal"  # "normal" | "full": fsync at checkpoints only (WAL) or at every commit
     schema_template: bool = True  # create a new store by copying a cached empty-schema file
     template_dir: str | None = None  # folder of that cached file; None: no template (MLflow's migrations run)
 
     def check(self) -> None:
         """One-line ValueError naming the key (`tracking.sqlite.wal`, ...), the value and what is allowed."""
         _flag("tracking.sqlite.wal", self.wal)
+        if self.synchronous not in SYNCHRONOUS_MODES:
+            raise _bad("tracking.sqlite.synchronous", self.synchronous, " or ".join(map(repr, SYNCHRONOUS_MODES)))
         _flag("tracking.sqlite.schema_template", self.schema_template)
         if self.template_dir is not None and not (isinstance(self.template_dir, str) and self.template_dir):
             raise _bad("tracking.sqlite.template_dir", self.template_dir, "a non-empty folder path or null")
+
+    @property
+    def relaxed_sync(self) -> bool:
+        """Whether commits skip their fsync (`PRAGMA synchronous=NORMAL`): only meaningful, and only done, in WAL."""
+        return self.wal and self.synchronous == "normal"
 
     @property
     def template_folder(self) -> str | None:
