@@ -338,8 +338,8 @@ def test_hydra_full_error_shows_the_traceback(shared: tuple[Store, str, int]) ->
 def test_disk_full_mid_run_is_one_line_and_the_run_ends_failed(shared: tuple[Store, str, int]) -> None:
     """A real write failure after the run exists: RLIMIT_FSIZE (384 KiB) on the process makes writing the
     ~440 KB weights file fail with EFBIG, as a full disk fails with ENOSPC. The store's writes fit under the
-    limit (SQLite appends to its WAL file, ~190 KB here with the default synchronous=FULL, which pads WAL frames),
-    so the run can still be closed."""
+    limit (SQLite appends to its WAL file: ~190 KB here under synchronous=FULL, which pads WAL frames, less under
+    the default NORMAL), so the run can still be closed."""
     import resource
     import subprocess
 

@@ -57,9 +57,9 @@ def joblib_launcher_kwargs(launcher: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- mlflow
 
 # MLflow offers no public handle on its SQL store (engine, sessions, ORM tables) nor on a run's artifact
-# repository; descentlab uses them for the bulk write path (tracking.bulk), the engine's disposal and the schema
-# template (tracking.store), and artifact uploads without a `get_run` each (tracking.run). Nothing imports mlflow
-# at module level here: callers import it only when they need it.
+# repository; descentlab uses them for the bulk write path (tracking.bulk), the SQLite PRAGMAs, the engine's
+# disposal and the schema template (tracking.store), and artifact uploads without a `get_run` each
+# (tracking.run). Nothing imports mlflow at module level here: callers import it only when they need it.
 
 
 def mlflow_sql_store(client: Any) -> Any | None:
