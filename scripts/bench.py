@@ -51,6 +51,8 @@ IMPLS = {
     "book_loss": "book-style float64, with the book's extra loss pass",
     "book": "book-style float64",
     "core": "descentlab core (`loss_and_grad` + `update`)",
+    "core_layers": "descentlab core, layer by layer (numba kernels, no fused Affine/ReLU loop)",
+    "core_numpy": "descentlab core, numpy backend (the reference rules and layers)",
     "fit": "descentlab `fit(eval_every=None)`",
     "fit_eval": "descentlab `fit` (config's eval settings)",
     "torch": "PyTorch, default optimizer (for-loop)",
@@ -60,6 +62,7 @@ IMPLS = {
     "floor64": "matmul floor, float64 with input gradient",
 }
 TORCH_IMPLS = ("torch", "torch_foreach", "torch_fused")
+SEAM_IMPLS = ("core_layers", "core_numpy")  # the fast path's pieces switched off, side by side (a backend seam's tree)
 
 
 # --------------------------------------------------------------------------------------------- FLOPs
@@ -77,7 +80,7 @@ FLOPS = matmul_flops()
 IMPL_FLOPS = {
     "book_loss": FLOPS["book_with_loss_pass"], "book": FLOPS["train_with_input_grad"],
     "floor64": FLOPS["train_with_input_grad"],
-    **{k: FLOPS["train"] for k in ("core", "fit", "fit_eval", *TORCH_IMPLS, "floor")},
+    **{k: FLOPS["train"] for k in ("core", *SEAM_IMPLS, "fit", "fit_eval", *TORCH_IMPLS, "floor")},
 }
 
 
@@ -108,35 +111,42 @@ def batch_indices(n: int, iterations: int, seed: int = SEED) -> np.ndarray:
     return np.stack([rng.integers(0, n, size=BATCH) for _ in range(iterations)])
 
 
-def backend_kwargs() -> dict[str, Any]:
-    """`backend=` for MLP and make_optimizer, the --backend choice (a tree before the backend seam: none)."""
-    try:
-        from descentlab.backend import select
-    except ImportError:
+def has_backend_seam() -> bool:
+    """Whether this tree chooses its numerics backend once (`descentlab.backend`); older trees do not."""
+    import importlib.util
+
+    return importlib.util.find_spec("descentlab.backend") is not None
+
+
+def backend_kwargs(name: str | None = None) -> dict[str, Any]:
+    """`backend=` for MLP and make_optimizer: `name`, else the --backend choice (a tree before the seam: none)."""
+    if not has_backend_seam():
         return {}
-    return {"backend": select(BACKEND)}
+    from descentlab.backend import select
+
+    return {"backend": select(name or BACKEND)}
 
 
-def new_mlp(weights: dict[str, np.ndarray] | None = None) -> Any:
+def new_mlp(weights: dict[str, np.ndarray] | None = None, backend: str | None = None) -> Any:
     from descentlab.nn import MLP
     from descentlab.rng import stream
 
     model = MLP(SIZES[0], HIDDEN, SIZES[-1], activation="relu", weight_init="he", rng=stream(SEED, "init"),
-                **backend_kwargs())
+                **backend_kwargs(backend))
     if weights is not None:
         model.load_state_dict(weights)
     return model
 
 
-def new_optimizer(opt: str) -> Any:
+def new_optimizer(opt: str, backend: str | None = None) -> Any:
     from descentlab.optim import make_optimizer
 
-    return make_optimizer(opt, lr=BOOK_LR[opt], **backend_kwargs())
+    return make_optimizer(opt, lr=BOOK_LR[opt], **backend_kwargs(backend))
 
 
-def new_gather(x: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+def new_gather(x: np.ndarray, backend_name: str | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """The minibatch gather training.fit uses (the backend's; an older tree's training.RowGather)."""
-    backend = backend_kwargs().get("backend")
+    backend = backend_kwargs(backend_name).get("backend")
     if backend is not None:
         return backend.gather(x)
     from descentlab.training import RowGather
@@ -370,9 +380,13 @@ class BookRunner(Runner):
 
 
 class CoreRunner(Runner):
-    def __init__(self, w: Workload, opt: str) -> None:
-        self.w, self.model, self.opt = w, new_mlp(w.weights), new_optimizer(opt)
-        self.gather = new_gather(w.data.x_train)  # the minibatch gather training.fit uses
+    """`loss_and_grad` + `update` as `fit` runs them; `backend` and `fused` switch the fast path's pieces off."""
+
+    def __init__(self, w: Workload, opt: str, backend: str | None = None, fused: bool = True) -> None:
+        self.w, self.model, self.opt = w, new_mlp(w.weights, backend), new_optimizer(opt, backend)
+        if not fused:
+            self.model.fused = False  # the layer objects, one by one, with the backend's kernels
+        self.gather = new_gather(w.data.x_train, backend)  # the minibatch gather training.fit uses
 
     def train(self, iterations: int) -> np.ndarray:
         gather, t, idx, model, opt = self.gather, self.w.data.y_train, self.w.idx, self.model, self.opt
@@ -498,6 +512,10 @@ def make_runner(impl: str, w: Workload, opt: str) -> Runner:
         return BookRunner(w, opt, loss_pass=impl == "book_loss")
     if impl == "core":
         return CoreRunner(w, opt)
+    if impl == "core_layers":
+        return CoreRunner(w, opt, fused=False)
+    if impl == "core_numpy":
+        return CoreRunner(w, opt, backend="numpy")
     if impl in ("fit", "fit_eval"):
         return FitRunner(w, opt, evaluate=impl == "fit_eval")
     if impl in TORCH_IMPLS:
@@ -708,6 +726,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"error: unknown optimizer(s) {unknown}; allowed: {', '.join(BOOK_LR)}")
     notes: list[str] = []
     impls = [k for k in IMPLS if k not in ("floor", "floor64")]
+    if not has_backend_seam():
+        impls = [k for k in impls if k not in SEAM_IMPLS]
     have_torch = not args.no_torch and torch_available()
     if have_torch:
         import torch
@@ -806,6 +826,8 @@ def ratios(results: dict[str, Any], optimizers: Sequence[str]) -> dict[str, dict
     pairs = {"book / core": ("book", "core"), "book+loss pass / core": ("book_loss", "core"),
              "torch default / core": ("torch", "core"), "torch foreach / core": ("torch_foreach", "core"),
              "torch fused / core": ("torch_fused", "core"), "core / floor": ("core", "floor"),
+             "layer by layer / core (the fused loop's gain)": ("core_layers", "core"),
+             "numpy backend / core (numba's gain)": ("core_numpy", "core"),
              "book / floor (bound on any float32 speed-up)": ("book", "floor"),
              "torch default / floor": ("torch", "floor"),
              "fit(eval_every=None) / core": ("fit", "core"), "fit(eval) / fit(eval_every=None)": ("fit_eval", "fit")}

@@ -362,6 +362,26 @@ def test_only_plain_relu_stacks_take_the_fused_step() -> None:
     assert model._step is None and type(model.head) is SoftmaxCrossEntropy
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_fused_inference_forward_equals_the_layer_path_and_evaluate_agrees(dtype: type) -> None:
+    """What `evaluate` runs every eval_every steps: scores equal to the layers' train=False forward, bit for bit."""
+    from descentlab.backend.compiled import FusedReluForward
+
+    _, model = _train(True, "adam", dtype)  # trained a little: weights and biases of both signs
+    x, t = np.random.default_rng(5).normal(size=(257, 30)).astype(dtype), np.arange(257) % 7
+    fused_scores, fused_eval = model.forward(x), model.evaluate(x, t, chunk_size=100)
+    assert isinstance(model._infer, FusedReluForward)  # the fused forward really ran
+    model.fused = False
+    layer_scores, layer_eval = model.forward(x), model.evaluate(x, t, chunk_size=100)
+    assert fused_scores.dtype == layer_scores.dtype == dtype
+    np.testing.assert_array_equal(fused_scores, layer_scores)
+    assert fused_eval == layer_eval
+    for kwargs in ({"batch_norm": True}, {"dropout": 0.2}, {"activation": "tanh"}):  # the layer path only
+        other = MLP(30, [8, 8], 7, rng=0, backend=NUMBA, **kwargs)
+        other.evaluate(x, t)
+        assert other._infer is None, kwargs
+
+
 def test_fused_step_gradient_matches_numerical_differences() -> None:
     """Backprop of the fused step against centered differences in float64 (as tests/test_gradients.py does)."""
     rng = np.random.default_rng(8)

@@ -14,7 +14,8 @@ A backend provides four things:
 - ``gather(x)``: a function ``idx -> x.take(idx, axis=0)`` (possibly into a buffer reused by the next call);
 - ``train_step(layers, head, n, dtype)``: a fused forward+backward ``(x, t) -> loss`` for ``n`` rows, or None
   when the layer-by-layer path is to run;
-- ``loss_head()``: the softmax cross-entropy layer a model ends with.
+- ``loss_head()``: the softmax cross-entropy layer a model ends with;
+- ``inference(layers)``: a fused forward ``x -> scores`` (new arrays) for evaluation, or None for the layer path.
 
 The numba backend (``backend/compiled.py``) leaves arrays under ``KERNEL_MIN_SIZE`` (4096) elements, such as a
 2-D objective's point, to the reference rule: numba is then never imported for them.
@@ -55,6 +56,8 @@ class Backend(Protocol):
 
     def loss_head(self) -> SoftmaxCrossEntropy: ...
 
+    def inference(self, layers: Sequence[Any]) -> Callable[[np.ndarray], np.ndarray] | None: ...
+
 
 class NumpyBackend:
     """The reference code itself: the rules' ``update``, the layers one by one, ``x.take``."""
@@ -76,6 +79,9 @@ class NumpyBackend:
         from descentlab.nn.layers import SoftmaxCrossEntropy
 
         return SoftmaxCrossEntropy()
+
+    def inference(self, layers: Sequence[Any]) -> Callable[[np.ndarray], np.ndarray] | None:
+        return None
 
     def __repr__(self) -> str:
         return "<backend numpy>"

@@ -192,6 +192,31 @@ class FusedReluStep:
         return loss
 
 
+class FusedReluForward:
+    """Inference forward of Affine -> ReLU -> ... -> Affine (what ``MLP.evaluate`` runs every ``eval_every`` steps).
+
+    Why: the layer path makes a bias-add pass and a ReLU pass per layer; here they are one kernel, as in
+    ``FusedReluStep`` (evaluation of 1,000 rows: ~1.8 ms layer by layer, ~1.5 ms fused). Same operations in the same
+    order as ``Affine.forward``/``ReLU.forward`` with ``train=False``: ``x @ W`` into a new array, then the bias
+    and ReLU kernels (a negative becomes -0.0 instead of 0.0, which multiplies the same way downstream).
+    """
+
+    def __init__(self, affines: Sequence[Affine]) -> None:
+        self.W = [a.W for a in affines]
+        self.b = [a.b for a in affines]
+        self.bias_relu, self.add_bias = kernel("bias_relu"), kernel("add_bias")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        W, b, last = self.W, self.b, len(self.W) - 1
+        h = x
+        for k in range(last):
+            h = h @ W[k]
+            self.bias_relu(h, b[k])
+        scores = h @ W[last]
+        self.add_bias(scores, b[last])
+        return scores
+
+
 def _is_relu_stack(layers: Sequence[Any]) -> bool:
     """[Affine, ReLU, Affine, ..., Affine]: the pattern FusedReluStep computes."""
     return all(isinstance(layer, Affine if i % 2 == 0 else ReLU) for i, layer in enumerate(layers))
@@ -217,6 +242,11 @@ class NumbaBackend:
 
     def loss_head(self) -> SoftmaxCrossEntropy:
         return KernelSoftmaxCrossEntropy()
+
+    def inference(self, layers: Sequence[Any]) -> Callable[[np.ndarray], np.ndarray] | None:
+        if not _is_relu_stack(layers):
+            return None
+        return FusedReluForward([layer for layer in layers if isinstance(layer, Affine)])
 
     def __repr__(self) -> str:
         return "<backend numba>"

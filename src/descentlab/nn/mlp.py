@@ -153,6 +153,9 @@ class MLP:
         # The backend's fused training step for the last batch size (None: the layer path), and that size.
         self._step: Callable[[np.ndarray, np.ndarray], float] | None = None
         self._step_rows = -1
+        # The backend's fused forward for evaluation (None: the layer path), built on the first evaluation.
+        self._infer: Callable[[np.ndarray], np.ndarray] | None = None
+        self._infer_built = False
 
     @property
     def params(self) -> np.ndarray:
@@ -181,6 +184,11 @@ class MLP:
     def _forward(self, x: np.ndarray, train: bool) -> np.ndarray:
         """Logits; in training mode they live in the last layer's buffer, overwritten by the next pass."""
         out = np.asarray(x, dtype=self.dtype)
+        if not train and self.fused and out.ndim == 2:
+            if not self._infer_built:
+                self._infer, self._infer_built = self.backend.inference(self.layers), True
+            if self._infer is not None:
+                return self._infer(out)
         for layer in self.layers:
             out = layer.forward(out, train)
         return out
