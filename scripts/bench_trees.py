@@ -24,7 +24,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 MARK_BEGIN, MARK_END = "<!-- bench:trees:begin -->", "<!-- bench:trees:end -->"
-CORE_RATIOS = ("core / floor", "torch default / core", "book / core")
+CORE_RATIOS = ("core / floor", "torch default / core", "book / core",
+               "layer by layer / core (the fused loop's gain)", "numpy backend / core (numba's gain)")
 
 
 def git_head(tree: Path) -> str:
@@ -98,10 +99,13 @@ def markdown(report: dict[str, Any]) -> str:
              f"new = {trees[new]['git']}.", "",
              "| metric | base (median) | new (median) | new / base |", "|---|---:|---:|---:|"]
     vb, vn = report["values"][base], report["values"][new]
-    for key in vb:
-        if key in vn:
+    for key in dict.fromkeys([*vb, *vn]):
+        if key in vb and key in vn:
             b, n = statistics.median(vb[key]), statistics.median(vn[key])
             lines.append(f"| {key} | {b:.3f} | {n:.3f} | {n / b:.3f} |")
+        else:  # a piece only one tree can switch off
+            cells = [f"{statistics.median(v[key]):.3f}" if key in v else "–" for v in (vb, vn)]
+            lines.append(f"| {key} | {cells[0]} | {cells[1]} | – |")
     return "\n".join(lines)
 
 
@@ -126,11 +130,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tracking-repeats", type=int, default=3, help="bench_sweep.py tracking repeats (default 3)")
     p.add_argument("--write", type=Path, help="replace the bench:trees section of this Markdown file")
     p.add_argument("--json", type=Path, help="also write the raw values as JSON here")
+    p.add_argument("--also", type=Path, action="append", default=[],
+                   help="pool the rounds of an earlier --json report of the same two trees (repeatable)")
     args = p.parse_args(argv)
     if not (args.base / "scripts" / "bench.py").is_file():
         p.error(f"--base must be a descentlab checkout with scripts/bench.py, got {str(args.base)!r}")
     report = measure({"base": args.base.resolve(), "new": REPO}, args.rounds, args.iterations,
                      args.tracking_repeats)
+    for earlier in args.also:  # more rounds of the same comparison, measured in an earlier call
+        old = json.loads(earlier.read_text())
+        report["settings"]["rounds"] += old["settings"]["rounds"]
+        for tree, values in old["values"].items():
+            for key, rounds in values.items():
+                report["values"][tree].setdefault(key, []).extend(rounds)
     text = markdown(report)
     print(text)
     if args.json:
