@@ -114,6 +114,10 @@ def test_config_hash_ignores_how_and_where_but_not_what() -> None:
         ("tracking.flush_every=0", "tracking.flush_every must be an integer >= 1, got 0"),
         ("tracking.flush_seconds=-1", "tracking.flush_seconds must be a finite number >= 0, got -1.0"),
         ("tracking.flush_seconds=inf", "tracking.flush_seconds must be a finite number >= 0, got inf"),
+        ("tracking.store_every=0", "tracking.store_every must be an integer >= 1, got 0"),
+        ("tracking.min_free_mb=-1", "tracking.min_free_mb must be a finite number >= 0, got -1.0"),
+        ("tracking.retry_s=inf", "tracking.retry_s must be a finite number >= 0, got inf"),
+        ("tracking.stale_after_s=nan", "tracking.stale_after_s must be a finite number > 0, got nan"),
     ],
 )
 def test_bad_values_fail_with_one_line(override: str, message: str) -> None:

@@ -17,11 +17,12 @@ from omegaconf import MISSING, OmegaConf
 from descentlab.backend import BACKENDS
 from descentlab.config.paths import default_cache_dir, default_root
 from descentlab.optim import OPTIMIZERS
+from descentlab.tracking.settings import SYNCHRONOUS_MODES
 
 TASKS = ("classify", "function2d")
 DTYPES = ("float32", "float64")
 NUMERICS_BACKENDS = BACKENDS  # auto | numpy | numba: descentlab.backend.select takes these
-SQLITE_SYNCHRONOUS = ("normal", "full")
+SQLITE_SYNCHRONOUS = SYNCHRONOUS_MODES  # tracking.settings says which modes its store set-up knows
 ROOT_RESOLVER = "descentlab.root"
 CACHE_DIR_RESOLVER = "descentlab.cache_dir"
 

@@ -9,34 +9,11 @@ down. No mlflow import here: the launching process of a sweep builds these witho
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 __all__ = ["SYNCHRONOUS_MODES", "SqliteSettings", "TrackingSettings"]
 
 SYNCHRONOUS_MODES = ("normal", "full")
-
-
-def _bad(key: str, value: object, allowed: str) -> ValueError:
-    return ValueError(f"{key} must be {allowed}, got {value!r}")
-
-
-def _number(key: str, value: object, *, minimum: float, strict: bool) -> None:
-    """`value` is a finite real number > `minimum` (`strict`) or >= it; a one-line ValueError otherwise."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > minimum if strict else value >= minimum)  # type: ignore[operator]
-    if not ok:
-        raise _bad(key, value, f"a finite number {'>' if strict else '>='} {minimum:g}")
-
-
-def _integer(key: str, value: object, minimum: int) -> None:
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= minimum):
-        raise _bad(key, value, f"an integer >= {minimum}")
-
-
-def _flag(key: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise _bad(key, value, "true or false")
 
 
 @dataclass(frozen=True)
@@ -47,15 +24,6 @@ class SqliteSettings:
     synchronous: str = "normal"  # "normal" | "full": fsync at checkpoints only (WAL) or at every commit
     schema_template: bool = True  # create a new store by copying a cached empty-schema file
     template_dir: str | None = None  # folder of that cached file; None: no template (MLflow's migrations run)
-
-    def check(self) -> None:
-        """One-line ValueError naming the key (`tracking.sqlite.wal`, ...), the value and what is allowed."""
-        _flag("tracking.sqlite.wal", self.wal)
-        if self.synchronous not in SYNCHRONOUS_MODES:
-            raise _bad("tracking.sqlite.synchronous", self.synchronous, " or ".join(map(repr, SYNCHRONOUS_MODES)))
-        _flag("tracking.sqlite.schema_template", self.schema_template)
-        if self.template_dir is not None and not (isinstance(self.template_dir, str) and self.template_dir):
-            raise _bad("tracking.sqlite.template_dir", self.template_dir, "a non-empty folder path or null")
 
     @property
     def relaxed_sync(self) -> bool:
@@ -70,7 +38,8 @@ class SqliteSettings:
 
 @dataclass(frozen=True)
 class TrackingSettings:
-    """The `tracking` config group, typed. `check()` validates without I/O; `resolved_uri()` is the URI to open."""
+    """The `tracking` config group, typed (validated by `descentlab.config.checks`); `resolved_uri()` is the URI
+    to open."""
 
     enabled: bool = True
     uri: str | None = None  # as configured (None: MLFLOW_TRACKING_URI, else sqlite under store_dir)
@@ -98,33 +67,3 @@ class TrackingSettings:
             resolved = resolve_tracking_uri(self.uri, self.store_dir)
             object.__setattr__(self, "_resolved_uri", resolved)
         return resolved
-
-    def check(self) -> None:
-        """One-line ValueError naming the key (`tracking.heartbeat_s`, ...), the value and what is allowed.
-
-        No I/O: whether the store's folder is writable is `store.check_store_writable`'s question.
-        """
-        _flag("tracking.enabled", self.enabled)
-        if self.uri is not None and not (isinstance(self.uri, str) and self.uri):
-            raise _bad("tracking.uri", self.uri, "a tracking URI or null")
-        if not (isinstance(self.experiment, str) and self.experiment.strip()):
-            raise _bad("tracking.experiment", self.experiment, "a non-empty name")
-        if not (isinstance(self.store_dir, str) and self.store_dir):
-            raise _bad("tracking.store_dir", self.store_dir, "a non-empty folder path")
-        _integer("tracking.flush_every", self.flush_every, 1)
-        _number("tracking.flush_seconds", self.flush_seconds, minimum=0, strict=False)
-        _integer("tracking.store_every", self.store_every, 1)
-        _number("tracking.min_free_mb", self.min_free_mb, minimum=0, strict=False)
-        _number("tracking.heartbeat_s", self.heartbeat_s, minimum=0, strict=True)
-        _number("tracking.stale_after_s", self.stale_after_s, minimum=0, strict=True)
-        _number("tracking.retry_s", self.retry_s, minimum=0, strict=False)
-        if not isinstance(self.sqlite, SqliteSettings):
-            raise _bad("tracking.sqlite", self.sqlite, "a SqliteSettings")
-        self.sqlite.check()
-        if self.uri is not None:
-            from descentlab.tracking.store import validate_uri
-
-            try:
-                validate_uri(self.uri)
-            except ValueError as exc:
-                raise ValueError(f"tracking.uri: {exc}") from None
