@@ -109,6 +109,16 @@ def test_sweep_against_a_tracking_server(store, mlflow_server: str) -> None:
         assert params["optimizer.name"] in {"sgd", "adam"} and params["training.iterations"] == "30"
         artifacts = get_json(f"{mlflow_server}/api/2.0/mlflow/artifacts/list?run_id={run_id}")
         assert {"weights.npz", "metrics.csv", "config.yaml"} <= {f["path"] for f in artifacts["files"]}
+    # A server store: the launching process made the parent before any job (tracking.sweep_parent=auto).
+    parent = next(r for r, t in zip(runs, tags, strict=True) if "mlflow.parentRunId" not in t)
+    assert parent["info"]["start_time"] <= min(r["info"]["start_time"] for r in child_runs)
+
+    again = store.train("-m", "tracking=server", "optimizer=sgd,adam", "training.iterations=30",
+                        "training.eval_every=10", env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("skipped ") == 2
+    rerun = get_json(f"{api}/runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 100})
+    assert len(rerun["runs"]) == 3  # the second launch's parent, which no job joined, was deleted
 
 
 def test_unreachable_server_fails_before_any_run(store) -> None:

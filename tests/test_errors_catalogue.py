@@ -132,6 +132,8 @@ CASES: list[Case] = [
     Case("heartbeat-zero", "config", ("tracking.heartbeat_s=0",),
          ("tracking.heartbeat_s must be a finite number > 0, got 0.0",)),
     Case("sqlite-synchronous-unknown", "config", ("tracking.sqlite.synchronous=off",), ("normal, full", "'off'")),
+    Case("sweep-parent-unknown", "config", ("tracking.sweep_parent=server",),
+         ("auto, launcher, first_job", "'server'")),
     Case("numerics-backend-unknown", "config", ("numerics.backend=cuda",), ("auto, numpy, numba", "'cuda'")),
     # -- config: safety -----------------------------------------------------------------------------
     Case("target-in-job-config", "config", ("+_target_=os.system",), ("_target_ is not allowed", "'os.system'")),

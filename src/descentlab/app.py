@@ -7,6 +7,7 @@ is accounted for). Once the run exists, it always ends FINISHED, FAILED or KILLE
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -36,13 +37,19 @@ if TYPE_CHECKING:
 
 @dataclass
 class JobContext:
-    """Where this job sits in Hydra: multirun or not, sweep folder, job number, overrides."""
+    """Where this job sits in Hydra: multirun or not, sweep folder, job number, overrides.
+
+    `sweep_dir` is the sweep folder as this process reaches it (relative to its working directory); `sweep_key` the
+    same folder as the launching process names it (absolute, from `hydra.runtime.cwd`, which Hydra composed there),
+    the same string on every node: the sweep's parent run is found by it where the folder is not shared.
+    """
 
     multirun: bool
     sweep_dir: str | None
     job_num: int | None
     overrides: list[str]
     output_dir: str | None
+    sweep_key: str | None = None
 
     @classmethod
     def current(cls) -> JobContext:
@@ -59,6 +66,7 @@ class JobContext:
             job_num=int(hc.job.num) if multirun else None,
             overrides=list(hc.overrides.task),
             output_dir=hc.runtime.output_dir,
+            sweep_key=os.path.normpath(os.path.join(hc.runtime.cwd, str(hc.sweep.dir))) if multirun else None,
         )
 
 
@@ -121,7 +129,7 @@ def _parent(session: TrackingSession, job: JobContext) -> str | None:
     if not (job.multirun and job.sweep_dir):
         return None
     with interrupts.deferred():  # a parent run is created and recorded in the sweep folder, or not at all
-        return session.parent_run(job.sweep_dir)
+        return session.parent_run(job.sweep_dir, job.sweep_key)
 
 
 def _job_tags(settings: JobSettings | None, job: JobContext, chash: str | None, task_name: str | None = None,

@@ -2,8 +2,11 @@
 
 Parallel jobs race when they create the SQLite schema, so the launching process creates the store first
 (a copy of a cached empty-schema template: no mlflow import, see `store.prepare_store`). Experiments are
-created race-safely by whichever job comes first. The parent run is created lazily by the first job that
-really runs (see `tracking.sweep`), so a re-run whose jobs are all skipped leaves no empty parent behind.
+created race-safely by whichever job comes first. For a SQLite file the parent run is created lazily by the
+first job that really runs (see `tracking.sweep`), so a re-run whose jobs are all skipped leaves no empty parent
+behind. For a tracking server or a database (`tracking.sweep_parent=auto`) this process creates the parent before
+any job: jobs on nodes that do not share the sweep folder find it by its `sweep.dir` tag; an eager parent that no
+job joined is deleted when the sweep closes.
 
 Why the launching process avoids mlflow: `import mlflow` plus its SQL store cost ~2.3 s of one core. With
 the parallel (joblib) launcher the jobs run in worker processes that import mlflow anyway, so the
@@ -14,6 +17,7 @@ workers instead. For the same reason runs of killed jobs are repaired (`tracking
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,8 +29,9 @@ from descentlab import compat, startup
 
 JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 
-# The sweep this process launched and has not closed yet: (tracking URI, sweep dir, its description).
-_open_sweep: tuple[str, Path, dict[str, Any]] | None = None
+# The sweep this process launched and has not closed yet: (tracking URI, sweep dir, its description, whether this
+# process created its parent run).
+_open_sweep: tuple[str, Path, dict[str, Any], bool] | None = None
 
 
 class SweepCallback(Callback):
@@ -61,7 +66,13 @@ class SweepCallback(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         description = describe_sweep(list(config.hydra.overrides.task))
         write_description(sweep_dir, description)  # the first job names and tags the parent from it
-        _open_sweep = (uri, sweep_dir, description)
+        made_parent = settings.parent_by_launcher()
+        if made_parent:  # jobs may run where the sweep folder is not: they find this parent by its tag
+            from descentlab.tracking.session import TrackingSession
+
+            key = os.path.normpath(os.path.join(str(config.hydra.runtime.cwd), str(sweep_dir)))
+            TrackingSession.open(settings).parent_run(str(sweep_dir), key)
+        _open_sweep = (uri, sweep_dir, description, made_parent)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         close_open_sweep(_joblib_kwargs(config))
@@ -132,11 +143,11 @@ def _joblib_kwargs(config: DictConfig) -> dict[str, Any] | None:
 
 
 def _finish(uri: str, sweep_dir: Path, status: str | None = None,
-            description: dict[str, Any] | None = None) -> dict[str, Any] | None:
+            description: dict[str, Any] | None = None, drop_empty: bool = False) -> dict[str, Any] | None:
     from descentlab.tracking.store import open_store
     from descentlab.tracking.sweep import finish_parent
 
-    return finish_parent(open_store(uri), sweep_dir, status=status, description=description)
+    return finish_parent(open_store(uri), sweep_dir, status=status, description=description, drop_empty=drop_empty)
 
 
 def close_open_sweep(joblib_kwargs: dict[str, Any] | None = None, status: str | None = None) -> dict[str, Any] | None:
@@ -157,18 +168,19 @@ def close_open_sweep(joblib_kwargs: dict[str, Any] | None = None, status: str | 
         return _close(_open_sweep, joblib_kwargs, status)
 
 
-def _close(sweep: tuple[str, Path, dict[str, Any]], joblib_kwargs: dict[str, Any] | None,
+def _close(sweep: tuple[str, Path, dict[str, Any], bool], joblib_kwargs: dict[str, Any] | None,
            status: str | None) -> dict[str, Any] | None:
     global _open_sweep
-    uri, sweep_dir, description = sweep
+    uri, sweep_dir, description, made_parent = sweep
     _open_sweep = None
     if joblib_kwargs is not None and "mlflow" not in sys.modules:
         try:
             from joblib import Parallel, delayed
 
-            summary = Parallel(**joblib_kwargs)([delayed(_finish)(uri, sweep_dir, status, description)])[0]
+            summary = Parallel(**joblib_kwargs)([delayed(_finish)(uri, sweep_dir, status, description,
+                                                                  made_parent)])[0]
             return _print_summary(summary, description)
         except Exception as exc:  # a broken pool: do it here
             print(f"warning: closing the sweep's parent run in a worker failed ({exc!r}); closing it here",
                   file=sys.stderr)
-    return _print_summary(_finish(uri, sweep_dir, status, description), description)
+    return _print_summary(_finish(uri, sweep_dir, status, description, made_parent), description)

@@ -17,6 +17,7 @@ from descentlab.config.schema import (
     DTYPES,
     NUMERICS_BACKENDS,
     SQLITE_SYNCHRONOUS,
+    SWEEP_PARENT,
     TASKS,
     mlp_name,
     optimizer_hyperparams,
@@ -67,6 +68,7 @@ def _check_runtime(cfg: DictConfig) -> None:
     _check_positive("tracking.stale_after_s", t.stale_after_s)
     check_non_negative("tracking.retry_s", t.retry_s)
     _check_choice("tracking.sqlite.synchronous", t.sqlite.synchronous, SQLITE_SYNCHRONOUS)
+    _check_choice("tracking.sweep_parent", t.sweep_parent, SWEEP_PARENT)
     for key in ("root", "cache_dir"):
         if OmegaConf.is_interpolation(cfg.paths, key):
             continue  # the default (a resolver's folder) or another key's value, checked there: not parsed again

@@ -17,12 +17,13 @@ from omegaconf import MISSING, OmegaConf
 from descentlab.backend import BACKENDS
 from descentlab.config.paths import default_cache_dir, default_root
 from descentlab.optim import OPTIMIZERS
-from descentlab.tracking.settings import SYNCHRONOUS_MODES
+from descentlab.tracking.settings import SWEEP_PARENT_MODES, SYNCHRONOUS_MODES
 
 TASKS = ("classify", "function2d")
 DTYPES = ("float32", "float64")
 NUMERICS_BACKENDS = BACKENDS  # auto | numpy | numba: descentlab.backend.select takes these
 SQLITE_SYNCHRONOUS = SYNCHRONOUS_MODES  # tracking.settings says which modes its store set-up knows
+SWEEP_PARENT = SWEEP_PARENT_MODES
 ROOT_RESOLVER = "descentlab.root"
 CACHE_DIR_RESOLVER = "descentlab.cache_dir"
 
@@ -97,6 +98,9 @@ class TrackingConf:
     heartbeat_s: float = 30.0  # a running job's liveness stamp is refreshed this often
     stale_after_s: float = 300.0  # a RUNNING run whose stamp is older (and whose process is unseen) is repaired
     retry_s: float = 120.0  # how long a store call is retried while the server is away; 0: one attempt
+    # Who creates a sweep's parent run: auto (the launching process for a server or database, whose jobs may run
+    # on nodes that do not share the sweep folder; the first job for a SQLite file) | launcher | first_job
+    sweep_parent: str = "auto"
     sqlite: SqliteConf = field(default_factory=SqliteConf)
 
 

@@ -72,11 +72,13 @@ class TrackingSession:
 
         return find_finished_run(self.client, self.experiment_id, config_hash)
 
-    def parent_run(self, sweep_dir: str) -> str:
-        """The sweep's parent run id, created by the first job that asks (`tracking.sweep`)."""
+    def parent_run(self, sweep_dir: str, sweep_key: str | None = None) -> str:
+        """The sweep's parent run id, created by whoever asks first (`tracking.sweep`): the launching process
+        (`TrackingSettings.parent_by_launcher`) or the sweep's first job. `sweep_key`: the sweep folder as the
+        launching process names it, which finds the parent from a node that does not share the folder."""
         from descentlab.tracking.sweep import get_or_create_parent
 
-        return get_or_create_parent(self.client, self.experiment_id, sweep_dir)
+        return get_or_create_parent(self.client, self.experiment_id, sweep_dir, sweep_key)
 
     def new_run(self, name: str, *, tags: Mapping[str, str], parent_run_id: str | None = None,
                 spill_dir: str | None = None) -> RunTracker:

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SYNCHRONOUS_MODES", "SqliteSettings", "TrackingSettings"]
+__all__ = ["SWEEP_PARENT_MODES", "SYNCHRONOUS_MODES", "SqliteSettings", "TrackingSettings"]
 
 SYNCHRONOUS_MODES = ("normal", "full")
+# Who creates a sweep's parent run: `launcher` (the launching process, before any job: jobs on other nodes find it
+# in the store), `first_job` (the first job that records a run: no mlflow import in the launching process), or
+# `auto`: the launcher for a database or server store, the first job for a SQLite file (the jobs share its disk).
+SWEEP_PARENT_MODES = ("auto", "launcher", "first_job")
+_FILE_SCHEMES = ("sqlite", "file")
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,16 @@ class TrackingSettings:
     heartbeat_s: float = 30.0  # seconds between a run's heartbeat tags
     stale_after_s: float = 300.0  # a run without a heartbeat for this long is dead (tracking.repair)
     retry_s: float = 120.0  # how long a tracking call rides out a store that is away (0 = one attempt)
+    sweep_parent: str = "auto"  # SWEEP_PARENT_MODES
     sqlite: SqliteSettings = SqliteSettings()
+
+    def parent_by_launcher(self) -> bool:
+        """Whether the launching process creates the sweep's parent run (see SWEEP_PARENT_MODES)."""
+        if self.sweep_parent != "auto":
+            return self.sweep_parent == "launcher"
+        from urllib.parse import urlsplit
+
+        return urlsplit(self.resolved_uri()).scheme.lower() not in _FILE_SCHEMES
 
     def resolved_uri(self) -> str:
         """The tracking URI, resolved once: explicit `uri` > $MLFLOW_TRACKING_URI > sqlite:///<store_dir>/mlflow.db.

@@ -27,7 +27,7 @@ from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from descentlab.tracking.sweep_description import parent_identity, read_description, write_json
+from descentlab.tracking.sweep_description import SWEEP_DIR_TAG, parent_identity, read_description, write_json
 
 __all__ = [
     "LOCK_FILE",
@@ -79,23 +79,36 @@ def _usable_parent(client: MlflowClient, run_id: str, experiment_id: str) -> Run
     return run
 
 
-def get_or_create_parent(client: MlflowClient, experiment_id: str, sweep_dir: str | Path) -> str:
+def _find_by_key(client: MlflowClient, experiment_id: str, sweep_key: str) -> Run | None:
+    """The oldest active parent run tagged with this sweep's key, or None (a quote in the key cannot be searched)."""
+    if "'" in sweep_key:
+        return None
+    found = client.search_runs([str(experiment_id)], filter_string=f"tags.`{SWEEP_DIR_TAG}` = '{sweep_key}'",
+                               order_by=["attributes.start_time ASC"], max_results=10)
+    parents = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
+    return parents[0] if parents else None
+
+
+def get_or_create_parent(client: MlflowClient, experiment_id: str, sweep_dir: str | Path,
+                         sweep_key: str | None = None) -> str:
     """The sweep's parent run id, creating the run (left RUNNING) if this is the sweep's first job.
 
+    `sweep_dir` is the sweep folder as this process reaches it; `sweep_key` the same folder as the launching
+    process names it (absolute; default: `sweep_dir` made absolute here), which the parent carries as its tag
+    `sweep.dir`. The parent is found in the folder's state file, else in the store by that tag: a job on a node that
+    does not share the sweep folder (Ray, SLURM without shared storage) joins the parent the launching process
+    created (`tracking.sweep_parent`) instead of starting one of its own.
     The new run is named and tagged from the sweep's description (`parent_identity`), its params are the
     swept keys. A parent that was already terminated (a re-run of the sweep) is set back to RUNNING so that
     `finish_parent` summarises the new children too. A recorded parent that no longer exists, is
     deleted, or belongs to another experiment or store is replaced, with a warning.
     """
     sweep_dir = Path(sweep_dir).absolute()
+    sweep_key = sweep_key or str(sweep_dir)
     with _locked(sweep_dir):
         state = read_sweep_state(sweep_dir)
-        if state is not None:
-            run = _usable_parent(client, state["parent_run_id"], experiment_id)
-            if run is not None:
-                if run.info.status != "RUNNING":
-                    client.update_run(run.info.run_id, status="RUNNING")
-                return run.info.run_id
+        run = _usable_parent(client, state["parent_run_id"], experiment_id) if state is not None else None
+        if state is not None and run is None:
             _log.warning(
                 "sweep parent %s recorded in %s is not usable here (experiment %s, %s); creating a new one",
                 state["parent_run_id"],
@@ -103,19 +116,27 @@ def get_or_create_parent(client: MlflowClient, experiment_id: str, sweep_dir: st
                 experiment_id,
                 client.tracking_uri,
             )
-        run_name, tags, params = parent_identity(sweep_dir, read_description(sweep_dir))
-        run = client.create_run(str(experiment_id), run_name=run_name, tags=tags)
-        if params:
-            client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()], synchronous=True)
-        write_json(
-            sweep_dir,
-            {
-                "parent_run_id": run.info.run_id,
-                "experiment_id": str(experiment_id),
-                "tracking_uri": str(client.tracking_uri),
-            },
-            STATE_FILE,
-        )
+        if state is None:
+            run = _find_by_key(client, experiment_id, sweep_key)
+        if run is not None:
+            if run.info.status != "RUNNING":
+                client.update_run(run.info.run_id, status="RUNNING")
+        else:
+            run_name, tags, params = parent_identity(sweep_key, read_description(sweep_dir))
+            run = client.create_run(str(experiment_id), run_name=run_name, tags=tags)
+            if params:
+                client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()],
+                                 synchronous=True)
+        if state is None or state["parent_run_id"] != run.info.run_id:
+            write_json(
+                sweep_dir,
+                {
+                    "parent_run_id": run.info.run_id,
+                    "experiment_id": str(experiment_id),
+                    "tracking_uri": str(client.tracking_uri),
+                },
+                STATE_FILE,
+            )
         return run.info.run_id
 
 
@@ -161,11 +182,13 @@ def _count(children: list[Run]) -> tuple[dict[str, int], list[Run]]:
 
 
 def finish_parent(client: MlflowClient, sweep_dir: str | Path, status: str | None = None,
-                  description: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+                  description: Mapping[str, Any] | None = None, drop_empty: bool = False) -> dict[str, Any] | None:
     """Summarise the children on the parent and terminate it: FINISHED only if every configuration finished.
 
     `status` (KILLED for an interrupted sweep) replaces the status the children's outcomes would give.
     `description` (the launching process's, see `describe`) names and tags a parent whose jobs could not read it.
+    `drop_empty` (a parent the launching process created before its jobs): a parent no job joined (every job
+    skipped as already FINISHED) is deleted with its state file, as if it had never been made; None is returned.
     Returns {"parent_run_id", "finished", "failed", "rejected", "killed", "running", "status", "n_jobs",
     "rejections": [(job overrides, reason), ...]}, or None when no job created a parent. Idempotent: an
     already terminated parent is counted but not changed.
@@ -177,7 +200,12 @@ def finish_parent(client: MlflowClient, sweep_dir: str | Path, status: str | Non
             return None
         parent_id = state["parent_run_id"]
         parent = client.get_run(parent_id)
-        counts, rejected = _count(_children(client, parent.info.experiment_id, parent_id))
+        children = _children(client, parent.info.experiment_id, parent_id)
+        if drop_empty and not children and status is None and parent.info.status == "RUNNING":
+            client.delete_run(parent_id)
+            (sweep_dir / STATE_FILE).unlink(missing_ok=True)
+            return None
+        counts, rejected = _count(children)
         forced, status = status, parent.info.status
         if status == "RUNNING" and parent.info.lifecycle_stage == "active":  # a deleted run cannot be updated
             n_configs = counts["finished"] + counts["failed"] + counts["killed"] + counts["running"]
