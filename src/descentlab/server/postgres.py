@@ -8,17 +8,21 @@ machine whose users you trust; a shared server needs passwords and TLS (docs/sca
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
+import re
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from descentlab.server.errors import ServerInputError, ServerStartError
 
-__all__ = ["Cluster", "find_bin", "run_as_user"]
+__all__ = ["Cluster", "find_bin", "run_as_user", "scratch_cluster"]
 
 DATABASE = "mlflow"
 SUPERUSER = "postgres"
@@ -91,7 +95,10 @@ class Cluster:
     @property
     def uri(self) -> str:
         """The SQLAlchemy URI of the `mlflow` database, the driver named (a bare postgresql:// means psycopg 3)."""
-        return f"postgresql+psycopg2://{SUPERUSER}@127.0.0.1:{self.port}/{DATABASE}"
+        return self.uri_of(DATABASE)
+
+    def uri_of(self, database: str) -> str:
+        return f"postgresql+psycopg2://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
     def _cmd(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         argv = [str(self.bin / tool), *args]
@@ -141,13 +148,16 @@ class Cluster:
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data}"
         self._cmd("pg_ctl", "-D", str(self.folder), "-l", str(self.log), "-w", "-t", "60", "-o", options, "start")
 
-    def create_database(self) -> None:
-        """The `mlflow` database, unless it exists (MLflow's migrations create its tables on first use)."""
+    def create_database(self, name: str = DATABASE) -> str:
+        """Database `name` (an identifier), unless it exists; its URI. MLflow's migrations create its tables on
+        first use."""
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+            raise ServerInputError(f"database name {name!r} is not allowed; use lower-case letters, digits and _")
         exists = self._cmd("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, "-d", "postgres",
-                           "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'", check=False)
-        if exists.returncode == 0 and exists.stdout.strip() == "1":
-            return
-        self._cmd("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, DATABASE)
+                           "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{name}'", check=False)
+        if not (exists.returncode == 0 and exists.stdout.strip() == "1"):
+            self._cmd("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, name)
+        return self.uri_of(name)
 
     def pid(self) -> int | None:
         """The postmaster's pid from postmaster.pid, when the file exists."""
@@ -163,3 +173,23 @@ class Cluster:
         """`pg_ctl stop -m fast`: open connections are closed, the cluster shuts down cleanly."""
         if self.folder.is_dir() and self.running():
             self._cmd("pg_ctl", "-D", str(self.folder), "-m", "fast", "-w", "-t", "60", "stop")
+
+
+@contextlib.contextmanager
+def scratch_cluster(prefix: str = "descentlab-pg-") -> Iterator[Cluster]:
+    """A throwaway PostgreSQL cluster (no mlflow server) for tests and benchmarks: initialised in a new folder under
+    the system's temporary folder (one the `postgres` user can enter, unlike pytest's 0700 tmp_path), on a free
+    port, stopped and deleted on exit. `cluster.create_database(name)` gives each user its own database."""
+    from descentlab.server.net import free_port
+
+    data = Path(tempfile.mkdtemp(prefix=prefix))
+    cluster = Cluster(data=data, port=free_port(), bin=find_bin(), user=run_as_user())
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+    finally:
+        try:
+            cluster.stop()
+        finally:
+            shutil.rmtree(data, ignore_errors=True)
