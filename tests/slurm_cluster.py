@@ -124,6 +124,10 @@ class SlurmCluster:
         deadline = t0 + timeout
         self.folder.mkdir(parents=True, exist_ok=True)
         self.folder.chmod(0o755)  # munge and mysql must reach their folders inside
+        closed = [str(p) for p in self.folder.parents if not p.stat().st_mode & 0o001]
+        if closed:
+            raise RuntimeError(f"{self.folder} is not reachable by the munge and mysql users: {closed[0]} is not "
+                               "searchable by others (chmod o+x it, or use a folder made with mode 755)")
         for sub in ("pids", "etc", "log", "state", "spool"):
             (self.folder / sub).mkdir(exist_ok=True)
         ctld_port, slurmd_port, dbd_port = free_ports(3)
