@@ -175,7 +175,8 @@ def test_a_scancelled_job_ends_killed_fails_the_sweep_and_is_redone_by_the_next_
                             stderr=subprocess.PIPE, text=True)
     first_dir = sweep.sweep_dir
     try:
-        victim = wait_for_a_training_run(sweep, proc)
+        # Job 0: the launcher waits for the jobs in order, so it exits while job 1 still runs (the harder case).
+        victim = wait_for_a_training_run(sweep, proc, job_num="0")
         job_num = victim.data.tags["hydra.job_num"]
         job_id = next(j for j in squeue(sweep) if j.endswith(f"_{job_num}"))
         subprocess.run(["scancel", job_id], env=sweep.env(), check=True, timeout=30)
@@ -186,6 +187,8 @@ def test_a_scancelled_job_ends_killed_fails_the_sweep_and_is_redone_by_the_next_
             proc.wait()
     assert proc.returncode != 0, stderr[-3000:]
     assert "CANCELLED" in stderr, stderr[-3000:]
+    # The launcher stops at the first job that did not complete; the sweep's other jobs run on, as SLURM's jobs do.
+    wait_until_no_job(sweep)
 
     # SIGTERM (scancel) reached the job and descentlab's handler, not submitit's: the run ended KILLED, its points
     # recorded, before SLURM's SIGKILL.
@@ -217,13 +220,20 @@ def squeue(sweep: Sweep) -> list[str]:
     return out.split()
 
 
-def wait_for_a_training_run(sweep: Sweep, proc: subprocess.Popen, timeout: float = 120):
-    """Until a child run is RUNNING on the server with a training point stored: that run."""
+def wait_until_no_job(sweep: Sweep, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while squeue(sweep):
+        assert time.monotonic() < deadline, f"jobs still queued or running: {squeue(sweep)}"
+        time.sleep(0.5)
+
+
+def wait_for_a_training_run(sweep: Sweep, proc: subprocess.Popen, job_num: str, timeout: float = 120):
+    """Until the run of job `job_num` is RUNNING on the server with a training point stored: that run."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         client = sweep.client()
         for run in sweep.runs():
-            if (run.info.status == "RUNNING" and "config_hash" in run.data.tags
+            if (run.info.status == "RUNNING" and run.data.tags.get("hydra.job_num") == job_num
                     and client.get_metric_history(run.info.run_id, "train/loss")):
                 return run
         time.sleep(0.3)
