@@ -1,6 +1,7 @@
 """tracking.bulk: metric points, params and run ends written in bulk must be exactly what MLflow's log_batch and
 set_terminated store, and RunTracker must use that path on SQL stores (a test here fails if an MLflow upgrade
-silently disables it)."""
+silently disables it). Every check runs on SQLite and on a real PostgreSQL (e2e tier: a cluster started for the
+module by `descentlab.server.postgres.scratch_cluster`)."""
 
 from __future__ import annotations
 
@@ -38,8 +39,25 @@ CHUNKS = [
 
 
 @pytest.fixture(scope="module")
-def mlstore(tmp_path_factory: pytest.TempPathFactory):
-    uri = resolve_tracking_uri(None, tmp_path_factory.mktemp("store"))
+def pg_cluster():
+    """A PostgreSQL cluster for this module (skipped, with the reason, where PostgreSQL is not installed)."""
+    from descentlab.server import ServerInputError
+    from descentlab.server.postgres import find_bin, scratch_cluster
+
+    try:
+        find_bin()
+    except ServerInputError as exc:
+        pytest.skip(str(exc))
+    with scratch_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.e2e)])
+def mlstore(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    if request.param == "sqlite":
+        uri = resolve_tracking_uri(None, tmp_path_factory.mktemp("store"))
+    else:
+        uri = request.getfixturevalue("pg_cluster").create_database("bulk")
     client = open_store(uri, SQLITE)
     return client, get_or_create_experiment(client, "bulk", artifact_root_for(uri))
 
@@ -59,7 +77,7 @@ def _stored(client: MlflowClient, run_id: str) -> tuple[dict, dict]:
 def test_bulk_insert_stores_what_log_batch_stores(mlstore) -> None:
     client, exp = mlstore
     store = bulk.sql_store(client)
-    assert store is not None, "a sqlite:// client must expose MLflow's SqlAlchemyStore"
+    assert store is not None, f"a {client.tracking_uri} client must expose MLflow's SqlAlchemyStore"
     by_bulk = client.create_run(exp).info.run_id
     by_batch = client.create_run(exp).info.run_id
     for chunk in CHUNKS:
@@ -190,7 +208,8 @@ def test_run_tracker_ends_runs_in_bulk(mlstore) -> None:
 
 
 def test_the_sink_is_chosen_once_per_run(mlstore) -> None:
-    """A SQLite client gets the bulk SQL sink, a client without a SQL store (a server, a double) MLflow's own calls."""
+    """A SQL client (SQLite, PostgreSQL) gets the bulk SQL sink, a client without a SQL store (a server, a double)
+    MLflow's own calls."""
     from descentlab.tracking.retry import RetryingClient
     from descentlab.tracking.sink import BulkSqlSink, ClientSink, choose_sink
 
