@@ -60,9 +60,10 @@ def parser() -> argparse.ArgumentParser:
     data = argparse.ArgumentParser(add_help=False)
     data.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"data folder (default {DEFAULT_DATA})")
     start = sub.add_parser("start", parents=[data], help="start PostgreSQL and mlflow server")
-    start.add_argument("--port", type=int, help="mlflow server's port (default 5000)")
-    start.add_argument("--host", help="address to bind (default 127.0.0.1; anything else has no authentication)")
-    start.add_argument("--backend", help="postgresql (default) or sqlite")
+    start.add_argument("--port", type=int, help="mlflow server's port (default: the folder's last, else 5000)")
+    start.add_argument("--host", help="address to bind (default: the folder's last, else 127.0.0.1; anything "
+                                      "else has no authentication)")
+    start.add_argument("--backend", help="postgresql or sqlite (default: the folder's last, else postgresql)")
     start.add_argument("--db-port", type=int, help="PostgreSQL's port (default: a free one, chosen at first start)")
     start.set_defaults(func=cmd_start)
     status = sub.add_parser("status", parents=[data], help="exit 0 when running, 3 when not")

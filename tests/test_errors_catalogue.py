@@ -166,6 +166,8 @@ CASES: list[Case] = [
          ("'sqlite:/bad'", "sqlite:////absolute/path.db")),
     Case("tracking-uri-malformed-env", "environment", (), ("MLFLOW_TRACKING_URI", "'sqlite:/bad'"),
          env={"MLFLOW_TRACKING_URI": "sqlite:/bad"}),
+    Case("tracking-uri-postgresql-no-driver", "environment", ("tracking.uri=postgresql://u@127.0.0.1:9/mlflow",),
+         ("'postgresql://u@127.0.0.1:9/mlflow' names no driver", "postgresql+psycopg2://u@127.0.0.1:9/mlflow")),
     Case("tracking-server-unreachable", "environment", ("tracking.uri=http://127.0.0.1:9",),
          ("tracking server http://127.0.0.1:9 is unreachable",)),
     Case("disk-full", "environment", ("tracking.min_free_mb=1e12",),

@@ -9,9 +9,11 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def port_free(host: str, port: int) -> bool:
-    """True when `host:port` can be bound now (the way the server will bind it: no SO_REUSEADDR tricks)."""
+    """True when `host:port` can be bound now, the way the servers bind it: with SO_REUSEADDR (uvicorn, gunicorn
+    and PostgreSQL set it), so the TIME_WAIT connections a server leaves when stopped do not count as taken."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

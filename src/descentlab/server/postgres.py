@@ -13,6 +13,7 @@ import glob
 import os
 import pwd
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -145,7 +146,7 @@ class Cluster:
     def start(self) -> None:
         """`pg_ctl start -w`: listening on 127.0.0.1:port and on a Unix socket in the data folder."""
         self._own(self.data)
-        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data}"
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {shlex.quote(str(self.data))}"  # a shell line
         self._cmd("pg_ctl", "-D", str(self.folder), "-l", str(self.log), "-w", "-t", "60", "-o", options, "start")
 
     def create_database(self, name: str = DATABASE) -> str:

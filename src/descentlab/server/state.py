@@ -12,7 +12,7 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
@@ -54,7 +54,6 @@ class State:
     db_port: int | None = None
     postgres: Proc | None = None
     mlflow: Proc | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -62,7 +61,7 @@ class State:
     @classmethod
     def from_dict(cls, raw: dict[str, object]) -> State:
         procs = {k: Proc(**v) if isinstance(v, dict) else None for k, v in raw.items() if k in ("postgres", "mlflow")}
-        plain = {k: v for k, v in raw.items() if k in ("backend", "host", "port", "db_port", "extra")}
+        plain = {k: v for k, v in raw.items() if k in ("backend", "host", "port", "db_port")}
         return cls(**plain, **procs)  # type: ignore[arg-type]
 
 

@@ -9,6 +9,8 @@ columns are always those of the installed MLflow), and each key's latest value i
 Params and the run's end: `log_batch` and `set_terminated` load the whole run (tags, params, metrics, inputs)
 to check that it is active, ~6 and ~3 ms a job; here MLflow's own validation runs, then one query for the
 run's state and one INSERT, or one UPDATE (~1 ms each).
+The SQL is portable (SQLAlchemy Core and ORM on MLflow's models, no dialect-specific upsert): every check of
+tests/test_tracking_bulk.py runs on SQLite and on PostgreSQL (e2e tier), NaN and infinities included.
 Only for SQL stores reached directly; anything else (a tracking server, a point or param already stored, an
 inactive run, an MLflow whose internals moved) returns False and the caller uses MLflow's own call: faster,
 never different. The SQL is written here; the engine, sessions, ORM models and MLflow's param validation are

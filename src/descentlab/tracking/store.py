@@ -80,6 +80,35 @@ def _sqlite_parts(uri: str) -> tuple[str, str]:
     return path, sep + query
 
 
+def _default_postgresql_driver() -> str:
+    """The module SQLAlchemy loads for a bare `postgresql://` (psycopg 3 from SQLAlchemy 2.1 on, psycopg2 before),
+    read from the installed version without importing SQLAlchemy."""
+    from importlib import metadata
+
+    try:
+        major, minor = (int(x) for x in metadata.version("sqlalchemy").split(".")[:2])
+    except (metadata.PackageNotFoundError, ValueError):
+        return "psycopg"
+    return "psycopg" if (major, minor) >= (2, 1) else "psycopg2"
+
+
+def _check_postgresql_driver(uri: str) -> None:
+    """A bare `postgresql://` works only when SQLAlchemy's default driver is installed; otherwise one line naming
+    the spelling that works (MLflow would fail later with "No module named 'psycopg'"). In `prepare_store`, not in
+    `validate_uri`: the URI is well-formed, this machine just cannot open it."""
+    import importlib.util
+
+    driver = _default_postgresql_driver()
+    if importlib.util.find_spec(driver) is not None:
+        return
+    fixed = "postgresql+psycopg2" + uri[len("postgresql"):]
+    has_psycopg2 = driver != "psycopg2" and importlib.util.find_spec("psycopg2") is not None
+    how = (f"write {redact(fixed)!r} (psycopg2 is installed) or install psycopg[binary]" if has_psycopg2
+           else "install psycopg2-binary (the [cluster] extra) and write postgresql+psycopg2://...")
+    raise TrackingUnavailableError(f"tracking database {redact(uri)!r} names no driver, so SQLAlchemy uses "
+                                   f"{driver}, which is not installed; {how}")
+
+
 def validate_uri(uri: str) -> None:
     """ValueError (one line, password redacted) unless `uri` is a tracking URI descentlab can open."""
     if uri == "databricks":  # MLflow's bare form: the default Databricks profile
@@ -317,7 +346,8 @@ def prepare_store(uri: str, sqlite: SqliteSettings | None = None) -> None:
 
     SQLite: the folder, the schema (copied from a cached template), WAL. HTTP(S): probes `/health` with a
     short timeout, so an absent server fails in seconds, not after MLflow's minutes of retries.
-    PostgreSQL/MySQL: a TCP connect with the same timeout. Cheap enough for the launching process of a
+    PostgreSQL/MySQL: a TCP connect with the same timeout (and, for a bare `postgresql://`, a check that
+    SQLAlchemy's default driver for it is installed). Cheap enough for the launching process of a
     sweep, which then needs no mlflow at all: the jobs open the store. `sqlite`: journal, sync and template
     settings (default: `SqliteSettings()`, which has no template folder).
     """
@@ -330,6 +360,8 @@ def prepare_store(uri: str, sqlite: SqliteSettings | None = None) -> None:
 
         bound_mlflow_http_retries()  # our retries (tracking.retry) bound the wait, not MLflow's 4 minutes
     elif scheme.startswith(("postgresql", "mysql")):
+        if scheme == "postgresql":
+            _check_postgresql_driver(uri)
         _probe_tcp(uri)
     db = _sqlite_db_path(uri) if scheme == "sqlite" else None
     if db is not None:
