@@ -57,6 +57,8 @@ class RayLauncherConf:
     # null: start a local Ray for the sweep (all cores unless init.num_cpus) and stop it at the end;
     # "auto" (the cluster `ray start` left on this machine), "host:6379" or "ray://host:10001": a running cluster
     address: str | None = None
+    # CPUs a local Ray offers (address=null): null = every core of this machine; a cluster's come from `ray start`
+    num_cpus: int | None = None
     # CPUs Ray reserves per job, so that a node runs as many jobs at once as it has CPUs / this. Ray also sets
     # OMP_NUM_THREADS to it in the job's worker; training.blas_threads (1) is applied by the job itself.
     num_cpus_per_job: float = 1
@@ -68,8 +70,9 @@ class RayLauncherConf:
     max_retries: int = 0
     # names of environment variables copied from the launching process to every job (those that are set)
     env_vars: list[str] = field(default_factory=lambda: list(DEFAULT_ENV_VARS))
-    # extra ray.init keyword arguments, e.g. {num_cpus: 2} for a local Ray, {runtime_env: {...}},
-    # {namespace: ...}; keys with null values are dropped; num_cpus/object_store_memory/... only without address
+    # extra ray.init keyword arguments, added with a `+`: +hydra.launcher.init.namespace=sweeps,
+    # +hydra.launcher.init.runtime_env={...}; null values are dropped; object_store_memory, num_gpus, ... only
+    # without an address (a local Ray)
     init: dict[str, Any] = field(default_factory=dict)
     # on Ctrl-C/SIGTERM: seconds the cancelled jobs get to record their runs KILLED before they are killed
     cancel_grace_s: float = 60.0
@@ -87,7 +90,9 @@ class RayLauncher(Launcher):
     """Runs each job of a sweep as a Ray task (see `RayLauncherConf` for the keys)."""
 
     def __init__(self, **params: Any) -> None:
-        self.params = RayLauncherConf(**{k: v for k, v in params.items() if k != "_target_"})
+        plain = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                 for k, v in params.items() if k != "_target_"}
+        self.params = RayLauncherConf(**plain)
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -142,6 +147,8 @@ class RayLauncher(Launcher):
         if ray.is_initialized():
             return False
         kwargs = {key: value for key, value in self.params.init.items() if value is not None}
+        if self.params.num_cpus is not None:
+            kwargs["num_cpus"] = self.params.num_cpus
         env_vars = {name: os.environ[name] for name in self.params.env_vars if name in os.environ}
         runtime_env = dict(kwargs.pop("runtime_env", None) or {})
         runtime_env["env_vars"] = {**env_vars, **(runtime_env.get("env_vars") or {})}
@@ -150,7 +157,8 @@ class RayLauncher(Launcher):
             if refused:
                 from descentlab.config import ConfigError
 
-                raise ConfigError(f"hydra.launcher.init.{refused[0]}={kwargs[refused[0]]!r} applies only to a Ray "
+                key = "num_cpus" if refused[0] == "num_cpus" else f"init.{refused[0]}"
+                raise ConfigError(f"hydra.launcher.{key}={kwargs[refused[0]]!r} applies only to a Ray "
                                   f"this launcher starts (address=null); the cluster at "
                                   f"{self.params.address!r} is sized by its `ray start` options")
             address = self.params.address
