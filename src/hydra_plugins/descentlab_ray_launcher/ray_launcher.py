@@ -14,8 +14,10 @@ No `from __future__ import annotations`: Hydra's scanner runs this module before
 
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -104,6 +106,8 @@ class RayLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         """Submit every job, then collect their JobReturns in order; a local Ray started here is stopped."""
+        if self.params.address:
+            _use_token_auth()  # before Ray is imported: it reads RAY_AUTH_MODE then
         import ray
 
         from descentlab import compat
@@ -169,8 +173,10 @@ class RayLauncher(Launcher):
         try:
             ray.init(address=address, runtime_env=runtime_env, **kwargs)
         except ConnectionError as exc:
-            raise RayLauncherError(f"hydra.launcher.address={address!r}: no Ray cluster answers there ({exc}); "
-                                   "start one with `ray start --head` or use address=null for a local Ray") from exc
+            raise RayLauncherError(
+                f"hydra.launcher.address={address!r}: no Ray cluster answers there ({exc}); start one with `ray start "
+                "--head`, or use address=null for a local Ray; a cluster with token authentication also needs its "
+                "token here (RAY_AUTH_TOKEN, or the file of RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)") from exc
         return True
 
     def _task_options(self) -> dict[str, Any]:
@@ -227,6 +233,22 @@ class RayLauncher(Launcher):
             _quietly(ray.cancel, ref, force=True)
 
 
+def _use_token_auth() -> None:
+    """Send the cluster's token when this process has one and RAY_AUTH_MODE is unset.
+
+    Why: Ray 2.60's `ray start --head` turns token authentication on by default, but a process that connects to
+    it sends no token unless RAY_AUTH_MODE=token (measured: it retries "Authentication token is missing" until it
+    gives up, even with address=auto); a token sent to a cluster without authentication is ignored. Ray reads the
+    variable when it is imported, so this runs before.
+    """
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(path):
+        os.environ["RAY_AUTH_MODE"] = "token"
+        log.info("RAY_AUTH_MODE=token: the cluster's token is sent (set RAY_AUTH_MODE=disabled to send none)")
+
+
 def _done(ref: Any) -> bool:
     import ray
 
@@ -260,13 +282,43 @@ def _execute_job(hydra_context: HydraContext, sweep_config: DictConfig, task_fun
 
     setup_globals()
     compat.hydra_set_singleton_state(singleton_state)
-    with _working_folder(str(OmegaConf.select(sweep_config, "hydra.runtime.cwd", default="") or "")):
+    cwd = str(OmegaConf.select(sweep_config, "hydra.runtime.cwd", default="") or "")
+    with _job_signal_handlers(), _working_folder(cwd):
         HydraConfig.instance().set_config(sweep_config)
         try:
             return run_job(hydra_context=hydra_context, config=sweep_config, task_function=task_function,
                            job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
         except KeyboardInterrupt as exc:  # the job ended KILLED (run_job catches only Exception)
             return _failed(sweep_config, exc)
+
+
+# The SIGINT/SIGTERM handlers the job installed in this worker (descentlab's, which end a run KILLED), kept
+# between jobs while Ray's own are back.
+_job_handlers: dict[int, Any] = {}
+
+
+@contextmanager
+def _job_signal_handlers() -> Iterator[None]:
+    """The job's signal handlers during a job, Ray's between jobs.
+
+    Why: a job installs handlers that, between jobs, only remember a signal (so that a stopped sweep starts no
+    further job in that process); an idle Ray worker would then outlive the SIGTERM of `ray stop` or of Ray's own
+    worker management, until their SIGKILL after a grace period.
+    """
+    if threading.current_thread() is not threading.main_thread():  # pragma: no cover - Ray runs tasks there
+        yield
+        return
+    ray_handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum, handler in _job_handlers.items():
+        signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, ray_handler in ray_handlers.items():
+            current = signal.getsignal(signum)
+            if current is not ray_handler:
+                _job_handlers[signum] = current
+            signal.signal(signum, ray_handler)
 
 
 @contextmanager
