@@ -299,21 +299,26 @@ _job_handlers: dict[int, Any] = {}
 
 @contextmanager
 def _job_signal_handlers() -> Iterator[None]:
-    """The job's signal handlers during a job, Ray's between jobs.
+    """SIGINT and SIGTERM reach the job: unblocked, with the job's handlers; Ray's mask and handlers between jobs.
 
-    Why: a job installs handlers that, between jobs, only remember a signal (so that a stopped sweep starts no
-    further job in that process); an idle Ray worker would then outlive the SIGTERM of `ray stop` or of Ray's own
-    worker management, until their SIGKILL after a grace period.
+    Why: a Ray worker blocks SIGINT (measured: `pthread_sigmask` lists it in the task's thread), so the SIGINT that
+    a launcher sends to a job it stops (descentlab's interrupts, on Ctrl-C) would stay pending and the job would
+    run to its end. Between jobs Ray's handlers come back: the job's only remember a signal (so that a stopped
+    sweep starts no further job in that process), and an idle worker would outlive the SIGTERM of `ray stop` or of
+    Ray's own worker management until its SIGKILL.
     """
     if threading.current_thread() is not threading.main_thread():  # pragma: no cover - Ray runs tasks there
         yield
         return
-    ray_handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    signals = (signal.SIGINT, signal.SIGTERM)
+    ray_handlers = {signum: signal.getsignal(signum) for signum in signals}
     for signum, handler in _job_handlers.items():
         signal.signal(signum, handler)
+    ray_mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
     try:
         yield
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, ray_mask)
         for signum, ray_handler in ray_handlers.items():
             current = signal.getsignal(signum)
             if current is not ray_handler:
