@@ -5,7 +5,8 @@ Ray binds to the machine's external address whatever it is told, so everything r
 namespace (`unshare -n -p -f --mount-proc`, loopback up): there every listener is 127.0.0.1, and leaving the
 namespace ends every process started in it. One namespace script (`NAMESPACE_SCRIPT`) does all the work once per
 module (server, cluster, sweeps, reads, stops) and prints one JSON object; the tests assert on it outside.
-Without `unshare` (not root, no user namespaces) the module is skipped with the reason.
+Without `unshare` (not root, no user namespaces) those tests are skipped with the reason. A few tests of the
+launcher's own checks start no Ray and run in the default tier.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[1]
 ITERATIONS = 60
@@ -142,6 +141,51 @@ def _unshare_refused() -> str | None:
     return None
 
 
+# ---------------------------------------------------------------------------- the launcher's checks (no Ray)
+
+
+def test_hydra_launcher_ray_composes_with_documented_defaults() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from descentlab.config import register_schemas
+
+    register_schemas()
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=ray", "hydra.launcher.address=auto"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.descentlab_ray_launcher.ray_launcher.RayLauncher"
+    assert launcher.address == "auto" and launcher.num_cpus_per_job == 1 and launcher.max_retries == 0
+    assert "MLFLOW_TRACKING_URI" in launcher.env_vars and "DESCENTLAB_CACHE_DIR" in launcher.env_vars
+
+
+def test_a_start_only_ray_option_with_an_address_is_refused_in_one_line() -> None:
+    from descentlab.config import ConfigError
+    from hydra_plugins.descentlab_ray_launcher.ray_launcher import RayLauncher
+
+    launcher = RayLauncher(address="ray://head:10001", init={"object_store_memory": 10**9, "namespace": None})
+    with pytest.raises(ConfigError, match=r"^hydra.launcher.init.object_store_memory=1000000000 applies only to a "
+                                          r"Ray this launcher starts \(address=null\)"):
+        launcher._init_ray()
+
+
+def test_a_job_runs_in_the_launching_folder_or_else_in_a_new_one(tmp_path: Path, capsys) -> None:
+    from hydra_plugins.descentlab_ray_launcher.ray_launcher import _working_folder
+
+    before = os.getcwd()
+    with _working_folder(str(tmp_path)):
+        assert Path.cwd() == tmp_path
+    assert os.getcwd() == before
+    with _working_folder(str(tmp_path / "not-on-this-node")):
+        elsewhere = Path.cwd()
+    assert elsewhere.name.startswith("descentlab-ray-job-") and elsewhere.is_dir() and os.getcwd() == before
+    assert "not-on-this-node' is not on this node" in capsys.readouterr().err
+    elsewhere.rmdir()
+
+
+# ------------------------------------------------------------- Ray for real, in a private network namespace
+
+
 @pytest.fixture(scope="module")
 def namespace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Run `NAMESPACE_SCRIPT` once in a private network namespace; its JSON report."""
@@ -180,6 +224,7 @@ def _check_points(run: dict[str, Any]) -> None:
     assert run["history"]["test/acc"] == list(range(0, ITERATIONS + 1, EVAL_EVERY))
 
 
+@pytest.mark.e2e
 def test_a_sweep_on_a_ray_cluster_reads_back_through_the_server(namespace: dict[str, Any]) -> None:
     assert "error" not in namespace, namespace.get("error")
     assert _step(namespace, "server start")["rc"] == 0, _step(namespace, "server start")["stderr"]
@@ -207,6 +252,7 @@ def test_a_sweep_on_a_ray_cluster_reads_back_through_the_server(namespace: dict[
     assert namespace["after_ray_stop"] == []
 
 
+@pytest.mark.e2e
 def test_a_local_ray_sweep_with_a_bad_job_fails_and_keeps_the_others(namespace: dict[str, Any]) -> None:
     sweep = _step(namespace, "local sweep")
     assert sweep["rc"] != 0, sweep["stderr"]
