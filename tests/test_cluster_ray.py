@@ -30,7 +30,7 @@ COMMON = ["dataset=digits", "model=mlp_2x50", f"training.iterations={ITERATIONS}
 
 NAMESPACE_SCRIPT = textwrap.dedent('''
     """Inside the namespace: server, cluster, two sweeps, read-back, stops; one JSON object on stdout."""
-    import json, os, secrets, shutil, subprocess, sys, tempfile, time
+    import json, os, secrets, shutil, signal, subprocess, sys, tempfile, time
 
     work, repo, common = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     out = {"steps": []}
@@ -108,6 +108,30 @@ NAMESPACE_SCRIPT = textwrap.dedent('''
             cwd=launch_dir, extra={"MLFLOW_TRACKING_URI": uri or ""})
         out["cluster_submitted"] = submitted
         out["cluster_runs"] = read_back(uri, "ray-cluster")
+        # Ctrl-C on the launching process once both jobs are training: their runs end KILLED with their points.
+        launcher = subprocess.Popen(
+            [sys.executable, os.path.join(repo, "train.py"), "-m", "hydra/launcher=ray",
+             "hydra.launcher.address=127.0.0.1:6379", "tracking=server", "tracking.experiment=ray-interrupt",
+             "optimizer=sgd,adam", *common, "training.iterations=400000", "training.eval_every=100000",
+             "hydra.sweep.dir=multirun/interrupt"],
+            cwd=launch_dir, env={**env, "MLFLOW_TRACKING_URI": uri or ""}, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        from mlflow import MlflowClient
+
+        client, deadline = MlflowClient(uri), time.monotonic() + 120
+        while time.monotonic() < deadline and launcher.poll() is None:
+            exp = client.get_experiment_by_name("ray-interrupt")
+            runs = client.search_runs([exp.experiment_id]) if exp else []
+            if sum(1 for r in runs if r.info.status == "RUNNING" and "train/loss" in r.data.metrics) == 2:
+                break
+            time.sleep(0.5)
+        interrupted = time.monotonic()
+        launcher.send_signal(signal.SIGINT)
+        stdout, stderr = launcher.communicate(timeout=180)
+        out["steps"].append({"name": "interrupted sweep", "rc": launcher.returncode,
+                             "s": round(time.monotonic() - interrupted, 2), "stdout": stdout[-4000:],
+                             "stderr": stderr[-8000:]})
+        out["interrupted_runs"] = read_back(uri, "ray-interrupt")
         run("ray stop", ["ray", "stop"], cwd="/")
         out["after_ray_stop"] = ray_processes()
         # A local Ray the launcher starts and stops itself; one job of the sweep has a bad learning rate.
@@ -250,6 +274,22 @@ def test_a_sweep_on_a_ray_cluster_reads_back_through_the_server(namespace: dict[
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()) == ["0", "1", "2", "3"]
     assert all((sweep_dir / str(n) / ".hydra" / "config.yaml").is_file() for n in range(4))
     assert namespace["after_ray_stop"] == []
+
+
+@pytest.mark.e2e
+def test_ctrl_c_on_the_launching_process_ends_the_ray_jobs_killed_with_their_points(namespace: dict[str, Any]) -> None:
+    sweep = _step(namespace, "interrupted sweep")
+    assert sweep["rc"] == 130, sweep["stderr"]
+    assert sweep["s"] < 60, sweep["stderr"]  # the jobs stopped; they did not train to their end
+    runs = namespace["interrupted_runs"]
+    children = _children(runs)
+    parents = [r for r in runs if r not in children]
+    assert len(children) == 2 and len(parents) == 1 and parents[0]["status"] == "KILLED"
+    for run in children:
+        assert run["status"] == "KILLED" and run["tags"].get("interrupted_by") == "SIGINT"
+        steps = run["history"]["train/loss"]
+        assert 0 < len(steps) < 400000 and steps == list(range(len(steps)))
+        assert run["csv"]["train/loss"] == steps  # its record was written after the signal, every point in it
 
 
 @pytest.mark.e2e
