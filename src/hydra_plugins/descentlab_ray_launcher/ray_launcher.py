@@ -123,18 +123,20 @@ class RayLauncher(Launcher):
             address = ray.get_runtime_context().gcs_address if not self.params.address else self.params.address
             log.info(f"Ray launcher ({address}) is launching {len(job_overrides)} jobs, sweep output dir: {sweep_dir}")
             job = ray.remote(_execute_job).options(**self._task_options())
-            state = compat.hydra_singleton_state()
-            refs, configs = [], []
-            for offset, overrides in enumerate(job_overrides):
-                idx = initial_job_idx + offset
-                log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-                sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-                with open_dict(sweep_config):
-                    sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
-                    sweep_config.hydra.job.num = idx
-                configs.append(sweep_config)
-                refs.append(job.remote(self.hydra_context, sweep_config, self.task_function, state))
+            # What every job shares, stored in Ray once (not serialised again with each job's arguments).
+            shared = [ray.put(self.hydra_context), ray.put(self.task_function), ray.put(compat.hydra_singleton_state())]
+            refs: list[Any] = []
+            configs: list[DictConfig] = []
             try:
+                for offset, overrides in enumerate(job_overrides):
+                    idx = initial_job_idx + offset
+                    log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+                    sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+                    with open_dict(sweep_config):
+                        sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
+                        sweep_config.hydra.job.num = idx
+                    configs.append(sweep_config)
+                    refs.append(job.remote(shared[0], sweep_config, shared[1], shared[2]))
                 return [self._collect(ref, config) for ref, config in zip(refs, configs, strict=True)]
             except BaseException:  # Ctrl-C/SIGTERM (descentlab's handler raised) or a broken connection
                 self._cancel(refs)
@@ -189,25 +191,21 @@ class RayLauncher(Launcher):
         return options
 
     def _collect(self, ref: Any, sweep_config: DictConfig) -> JobReturn:
-        """The job's JobReturn; a task Ray lost becomes a FAILED one whose error says what happened."""
+        """The job's JobReturn; a task Ray cancelled or lost becomes a FAILED one whose error says what happened."""
         import ray
         from ray.exceptions import RayTaskError, TaskCancelledError
 
+        overrides = " ".join(filter_overrides(list(sweep_config.hydra.overrides.task)))
+        job = f"job #{sweep_config.hydra.job.num} ({overrides})"
         try:
             result = ray.get(ref)
+        except TaskCancelledError as exc:  # by someone else (`ray job stop`, the dashboard): ours happen in _cancel
+            return _failed(sweep_config, RayLauncherError(f"{job} was cancelled in Ray: {_first_line(exc)}"))
         except RayTaskError as exc:  # our wrapper raised (run_job itself catches the job's exceptions)
-            cause = exc.cause if isinstance(exc.cause, BaseException) else exc
-            if isinstance(cause, TaskCancelledError) or isinstance(exc, TaskCancelledError):
-                raise KeyboardInterrupt("cancelled") from exc
-            return _failed(sweep_config, cause)
-        except TaskCancelledError as exc:  # cancelled by someone else (`ray job stop`, the dashboard)
-            return _failed(sweep_config, RayLauncherError(f"job #{sweep_config.hydra.job.num} was cancelled in Ray: "
-                                                          f"{exc}"))
+            return _failed(sweep_config, exc.cause if isinstance(exc.cause, BaseException) else exc)
         except ray.exceptions.RayError as exc:  # WorkerCrashedError, NodeDiedError, ObjectLostError, ...
-            overrides = " ".join(filter_overrides(list(sweep_config.hydra.overrides.task)))
             error = RayLauncherError(
-                f"job #{sweep_config.hydra.job.num} ({overrides}) was lost by Ray: {type(exc).__name__}: "
-                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}; its run, if it started, stays "
+                f"{job} was lost by Ray: {type(exc).__name__}: {_first_line(exc)}; its run, if it started, stays "
                 "RUNNING until the next launch of the sweep marks it FAILED and runs the job again")
             print(f"error: {error}", file=sys.stderr, flush=True)
             return _failed(sweep_config, error)
@@ -247,6 +245,11 @@ def _use_token_auth() -> None:
     if os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(path):
         os.environ["RAY_AUTH_MODE"] = "token"
         log.info("RAY_AUTH_MODE=token: the cluster's token is sent (set RAY_AUTH_MODE=disabled to send none)")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _done(ref: Any) -> bool:
