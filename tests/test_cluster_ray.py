@@ -132,6 +132,27 @@ NAMESPACE_SCRIPT = textwrap.dedent('''
                              "s": round(time.monotonic() - interrupted, 2), "stdout": stdout[-4000:],
                              "stderr": stderr[-8000:]})
         out["interrupted_runs"] = read_back(uri, "ray-interrupt")
+        # A Ray worker killed mid-job: the sweep fails saying so; the next launch marks that run FAILED.
+        crash = [sys.executable, os.path.join(repo, "train.py"), "-m", "hydra/launcher=ray",
+                 "hydra.launcher.address=127.0.0.1:6379", "tracking=server", "tracking.experiment=ray-crash",
+                 "optimizer=sgd", *common, "hydra.sweep.dir=multirun/crash"]
+        launcher = subprocess.Popen([*crash, "training.iterations=400000", "training.eval_every=100000"],
+                                    cwd=launch_dir, env={**env, "MLFLOW_TRACKING_URI": uri or ""},
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline, victim = time.monotonic() + 120, None
+        while victim is None and time.monotonic() < deadline and launcher.poll() is None:
+            exp = client.get_experiment_by_name("ray-crash")
+            for r in client.search_runs([exp.experiment_id]) if exp else []:
+                if r.info.status == "RUNNING" and "train/loss" in r.data.metrics:
+                    victim = int(r.data.tags["process.pid"])
+            time.sleep(0.5)
+        if victim is not None:
+            os.kill(victim, signal.SIGKILL)
+        stdout, stderr = launcher.communicate(timeout=180)
+        out["steps"].append({"name": "crashed sweep", "rc": launcher.returncode, "stdout": stdout[-4000:],
+                             "stderr": stderr[-8000:]})
+        run("relaunched sweep", crash, cwd=launch_dir, extra={"MLFLOW_TRACKING_URI": uri or ""})
+        out["crash_runs"] = read_back(uri, "ray-crash")
         run("ray stop", ["ray", "stop"], cwd="/")
         out["after_ray_stop"] = ray_processes()
         # A local Ray the launcher starts and stops itself; one job of the sweep has a bad learning rate.
@@ -290,6 +311,20 @@ def test_ctrl_c_on_the_launching_process_ends_the_ray_jobs_killed_with_their_poi
         steps = run["history"]["train/loss"]
         assert 0 < len(steps) < 400000 and steps == list(range(len(steps)))
         assert run["csv"]["train/loss"] == steps  # its record was written after the signal, every point in it
+
+
+@pytest.mark.e2e
+def test_a_killed_ray_worker_fails_the_sweep_and_the_next_launch_marks_its_run_failed(
+        namespace: dict[str, Any]) -> None:
+    crashed = _step(namespace, "crashed sweep")
+    assert crashed["rc"] == 1, crashed["stderr"]
+    lost = [line for line in crashed["stderr"].splitlines() if "was lost by Ray: WorkerCrashedError" in line]
+    assert lost and "optimizer=sgd" in lost[-1] and "next launch of the sweep marks it FAILED" in lost[-1]
+    assert _step(namespace, "relaunched sweep")["rc"] == 0, _step(namespace, "relaunched sweep")["stderr"]
+    by_iterations = {r["params"]["training.iterations"]: r for r in _children(namespace["crash_runs"])}
+    assert by_iterations["400000"]["status"] == "FAILED"
+    assert "is gone (killed or crashed)" in by_iterations["400000"]["tags"].get("error", "")
+    assert by_iterations[str(ITERATIONS)]["status"] == "FINISHED"
 
 
 @pytest.mark.e2e
