@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -212,6 +213,17 @@ def test_a_start_only_ray_option_with_an_address_is_refused_in_one_line() -> Non
     with pytest.raises(ConfigError, match=r"^hydra.launcher.init.object_store_memory=1000000000 applies only to a "
                                           r"Ray this launcher starts \(address=null\)"):
         launcher._init_ray()
+
+
+def test_an_address_where_nothing_listens_is_refused_in_one_line() -> None:
+    from descentlab.config import ConfigError
+    from hydra_plugins.descentlab_ray_launcher.ray_launcher import RayLauncher
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ConfigError, match=rf"^hydra.launcher.address='127.0.0.1:{port}': nothing answers there"):
+        RayLauncher(address=f"127.0.0.1:{port}")._init_ray()
 
 
 def test_a_job_runs_in_the_launching_folder_or_else_in_a_new_one(tmp_path: Path, capsys) -> None:

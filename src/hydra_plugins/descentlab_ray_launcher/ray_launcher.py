@@ -6,6 +6,11 @@ core is Hydra's own model (hydra_ray_launcher's `_core.py`, hydra_joblib_launche
 `ray.remote(wrapper).options(num_cpus=...).remote(hydra_context, sweep_config, task_function, singleton_state)`,
 then `ray.get`, JobReturns in the jobs' order. Ray stays the engine; nothing here knows about tracking.
 
+What a job needs besides its config reaches the worker explicitly: the environment variables named in `env_vars`
+(a `ray start` worker has its own environment), the launching process's working folder (so that a relative
+`hydra.sweep.dir` means the same folder), and SIGINT/SIGTERM, which Ray workers block (so that Ctrl-C and
+`ray.cancel` end a job's run KILLED through descentlab's own handlers).
+
 Hydra imports this module when it scans `hydra_plugins` (for `--info plugins` and before composing a config), so
 `ray` is imported only when a sweep is launched: without the `[ray]` extra nothing breaks until it is used.
 No `from __future__ import annotations`: Hydra's scanner runs this module before it is in `sys.modules`, where
@@ -15,6 +20,7 @@ No `from __future__ import annotations`: Hydra's scanner runs this module before
 import logging
 import os
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -56,7 +62,7 @@ class RayLauncherConf:
     """`hydra.launcher.*` of `hydra/launcher=ray` (Hydra checks names and types against this)."""
 
     _target_: str = "hydra_plugins.descentlab_ray_launcher.ray_launcher.RayLauncher"
-    # null: start a local Ray for the sweep (all cores unless init.num_cpus) and stop it at the end;
+    # null: start a local Ray for the sweep (num_cpus below) and stop it at the end;
     # "auto" (the cluster `ray start` left on this machine), "host:6379" or "ray://host:10001": a running cluster
     address: str | None = None
     # CPUs a local Ray offers (address=null): null = every core of this machine; a cluster's come from `ray start`
@@ -67,8 +73,8 @@ class RayLauncherConf:
     num_gpus_per_job: float = 0
     # Ray's memory reservation per job in bytes (null: none); a scheduling hint, not a limit
     memory_per_job: int | None = None
-    # Ray re-runs a task whose worker died this many times; 0: a lost job fails the sweep and the next launch
-    # marks its run FAILED and redoes it (descentlab's repair), instead of Ray running it twice at once
+    # Ray re-runs a task whose worker died this many times; 0: a lost job fails the sweep, and the next launch
+    # marks its run FAILED and redoes it (descentlab's repair), rather than Ray starting it again unseen
     max_retries: int = 0
     # names of environment variables copied from the launching process to every job (those that are set)
     env_vars: list[str] = field(default_factory=lambda: list(DEFAULT_ENV_VARS))
@@ -85,7 +91,7 @@ ConfigStore.instance().store(group="hydra/launcher", name="ray", node=RayLaunche
 
 
 class RayLauncherError(RuntimeError):
-    """A job that Ray lost (its worker or node died) or a Ray that could not be reached."""
+    """A job that Ray lost (its worker or node died) or cancelled behind the sweep's back."""
 
 
 class RayLauncher(Launcher):
@@ -168,14 +174,17 @@ class RayLauncher(Launcher):
                                   f"this launcher starts (address=null); the cluster at "
                                   f"{self.params.address!r} is sized by its `ray start` options")
             address = self.params.address
+            _check_reachable(address)
         else:
             kwargs.setdefault("include_dashboard", False)  # a local Ray for one sweep: no web UI, no port
             address = "local"  # a new Ray, even when RAY_ADDRESS or a `ray start` cluster exists
         log.info(f"ray.init(address={address!r}), environment sent to the jobs: {sorted(runtime_env['env_vars'])}")
         try:
             ray.init(address=address, runtime_env=runtime_env, **kwargs)
-        except ConnectionError as exc:
-            raise RayLauncherError(
+        except ConnectionError as exc:  # bad input (a wrong address): one line, as for an unreachable store
+            from descentlab.config import ConfigError
+
+            raise ConfigError(
                 f"hydra.launcher.address={address!r}: no Ray cluster answers there ({exc}); start one with `ray start "
                 "--head`, or use address=null for a local Ray; a cluster with token authentication also needs its "
                 "token here (RAY_AUTH_TOKEN, or the file of RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)") from exc
@@ -229,6 +238,26 @@ class RayLauncher(Launcher):
             left = pending
         for ref in left:
             _quietly(ray.cancel, ref, force=True)
+
+
+def _check_reachable(address: str) -> None:
+    """A `host:port` or `ray://host:port` address answers a TCP connection, else one line (ConfigError).
+
+    Why: `ray.init` retries an address where nothing listens for a long time (measured: still waiting after
+    10 min); "auto" is left to Ray, which fails at once when no cluster runs here.
+    """
+    from descentlab.config import ConfigError
+
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as exc:
+        raise ConfigError(f"hydra.launcher.address={address!r}: nothing answers there ({exc.strerror or exc}); "
+                          "start the cluster with `ray start --head` (its GCS port, 6379 by default, or the Ray "
+                          "Client's ray://host:10001), or use address=null for a local Ray") from exc
 
 
 def _use_token_auth() -> None:
