@@ -257,7 +257,7 @@ def _check_reachable(address: str) -> None:
     except OSError as exc:
         raise ConfigError(f"hydra.launcher.address={address!r}: nothing answers there ({exc.strerror or exc}); "
                           "start the cluster with `ray start --head` (its GCS port, 6379 by default, or the Ray "
-                          "Client's ray://host:10001), or use address=null for a local Ray") from exc
+                          "Client's ray://host:10001), or use address=null for a local Ray") from None
 
 
 def _use_token_auth() -> None:
