@@ -185,3 +185,30 @@ def test_exit_at_once_skips_atexit() -> None:
         compat.exit_at_once(130)
     """)
     assert result.returncode == 130 and "atexit ran" not in result.stdout
+
+
+# ============================================================================ Ray launcher (hydra/launcher=ray)
+
+
+def test_hydra_singleton_state_carries_resolvers_and_config_store_to_another_process() -> None:
+    """What the Ray launcher sends to a worker: after a pickle round trip and `set_state`, the worker has the
+    launching process's resolvers and ConfigStore entries, and loses what it had registered on its own."""
+    result = _python("""
+        from ray import cloudpickle as pickle  # how Ray sends a task's arguments (no Ray is started)
+        from hydra.core.config_store import ConfigStore
+        from omegaconf import OmegaConf
+        from descentlab import compat
+
+        OmegaConf.register_new_resolver("launcher_side", lambda: "from the launcher")
+        ConfigStore.instance().store(group="probe", name="launcher_side", node={"a": 1})
+        state = pickle.loads(pickle.dumps(compat.hydra_singleton_state()))
+        OmegaConf.clear_resolver("launcher_side")
+        OmegaConf.register_new_resolver("worker_side", lambda: "own")
+        compat.hydra_set_singleton_state(state)
+        print(OmegaConf.create({"x": "${launcher_side:}"}).x)
+        print(OmegaConf.has_resolver("worker_side"))
+        print("launcher_side.yaml" in ConfigStore.instance().repo["probe"])
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["from", "the", "launcher", "False", "True"]
+# ======================================================================== end of the Ray launcher section

@@ -161,3 +161,24 @@ def exit_at_once(code: int) -> None:
     import os
 
     os._exit(code)
+
+
+# ============================================================================ Ray launcher (hydra/launcher=ray)
+# hydra_plugins.descentlab_ray_launcher hands each Ray worker the launching process's Hydra state, as Hydra's own
+# joblib and ray launchers do; Hydra 1.3 offers that only as `Singleton.get_state`/`set_state`.
+
+
+def hydra_singleton_state() -> Any:
+    """Hydra's process-wide state (its singletons: config store, job runtime, HydraConfig; and OmegaConf's
+    registered resolvers), picklable, to recreate a launching process's state in a worker."""
+    from hydra.core.singleton import Singleton
+
+    return Singleton.get_state()
+
+
+def hydra_set_singleton_state(state: Any) -> None:
+    """Install a state from `hydra_singleton_state()` in this process (a worker, before `run_job`)."""
+    from hydra.core.singleton import Singleton
+
+    Singleton.set_state(state)
+# ======================================================================== end of the Ray launcher section
