@@ -178,3 +178,39 @@ def test_a_stopped_sweep_starts_no_job_until_it_is_launched_again(tmp_path: Path
     interrupts.watch_sweep(tmp_path)  # the same folder launched again
     with interrupts.job(tmp_path):
         pass
+
+
+def test_a_signal_during_a_metric_write_lands_after_the_write_and_its_bookkeeping(tmp_path: Path) -> None:
+    """A signal arriving while a chunk of points is written is held until the chunk is stored and marked sent
+    (`RunTracker.write_guard`): the run then ends KILLED with every point once. Unguarded, the interrupt fell
+    between the INSERT and the buffer's bookkeeping (or inside the transaction), and the KILLED record re-sent or
+    could not write the points."""
+    from descentlab.data.idx_specs import cache_root
+    from descentlab.tracking.run import RunTracker
+    from descentlab.tracking.settings import SqliteSettings
+    from descentlab.tracking.store import get_or_create_experiment, open_store, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(None, tmp_path / "store")
+    client = open_store(uri, SqliteSettings(template_dir=str(cache_root())))
+    experiment = get_or_create_experiment(client, "guarded", None)
+    tracker = RunTracker(client, experiment, "guarded", write_guard=interrupts.deferred).start()
+    write = tracker.sink.write_metrics
+
+    def write_then_signal(run_id: str, points):  # the signal comes once the rows are in
+        stored = write(run_id, points)
+        send(signal.SIGTERM)
+        return stored
+
+    tracker.sink.write_metrics = write_then_signal  # type: ignore[method-assign]
+    interrupts.install("job")
+    with pytest.raises(JobInterrupted), interrupts.job(tmp_path):
+        try:
+            tracker.log_series("train/loss", 0, [1.0 / (i + 1) for i in range(50)])
+            tracker.flush()
+        except JobInterrupted:
+            assert tracker.n_pending == 0  # the chunk was stored and marked sent before the interrupt
+            tracker.finish("KILLED")
+            raise
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "KILLED"
+    assert sorted(m.step for m in client.get_metric_history(tracker.run_id, "train/loss")) == list(range(50))

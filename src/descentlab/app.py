@@ -117,7 +117,8 @@ def _run(cfg: DictConfig, job: JobContext) -> dict[str, Any]:
         _reject(cfg, job, exc, settings, session)
         raise
     tags = {**_job_tags(settings, job, chash), **task.tags()}
-    tracker = session.new_run(name, tags=tags, parent_run_id=_parent(session, job), spill_dir=job.output_dir)
+    tracker = session.new_run(name, tags=tags, parent_run_id=_parent(session, job), spill_dir=job.output_dir,
+                              write_guard=interrupts.deferred)
     status = execute(cfg, settings, identity, task, tracker, job.output_dir)
     print(f"{name}: {status} (run {tracker.run_id}, experiment {settings.tracking.experiment}, {session.uri})",
           file=sys.stderr)
@@ -172,7 +173,7 @@ def _reject(cfg: DictConfig, job: JobContext, exc: BaseException, settings: JobS
             session = TrackingSession.open(tracking)
         name, chash = _try(run_name, cfg) or f"job-{job.job_num}", _try(config_hash, cfg)
         tags = {**_job_tags(settings, job, chash, _try(lambda c: c.task.name, cfg)), REJECTED_TAG: "true"}
-        tracker = session.new_run(name, tags=tags, parent_run_id=_parent(session, job))
+        tracker = session.new_run(name, tags=tags, parent_run_id=_parent(session, job), write_guard=interrupts.deferred)
         with interrupts.deferred():
             tracker.start()
             try:

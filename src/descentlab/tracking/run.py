@@ -15,7 +15,8 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -87,6 +88,10 @@ class RunTracker:
     `bulk_metrics=False`: always write with MLflow's client, never through `tracking.bulk` (`sink`).
     `heartbeat_s`: seconds between heartbeats (`tracking.liveness`), so `tracking.repair` tells a killed run
     from a live one. `retry_s`: how long every client call rides out transient errors (`tracking.retry`).
+    `write_guard`: a context manager factory wrapped around each write of points, params and the run's end, so
+    that a signal's exception lands between writes, never inside a transaction: one interrupted inside a SQLite
+    write left its connection holding the database's lock, and the run's KILLED record then failed with
+    "database is locked". The job passes `interrupts.deferred`; tracking itself knows no signals.
     Usually built by `TrackingSession.new_run`, which takes these from the settings.
     """
 
@@ -106,6 +111,7 @@ class RunTracker:
         bulk_metrics: bool = True,
         heartbeat_s: float = liveness.DEFAULT_HEARTBEAT_S,
         retry_s: float = 120.0,
+        write_guard: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
     ) -> None:
         self.buffer = MetricBuffer(flush_every, flush_seconds, store_every)
         if not heartbeat_s > 0:
@@ -114,6 +120,7 @@ class RunTracker:
             raise ValueError(f"retry_s must be >= 0, got {retry_s}")
         self.client = client if isinstance(client, RetryingClient) else RetryingClient(client, RetryPolicy(retry_s))
         self.sink = choose_sink(self.client, bulk_metrics)
+        self.write_guard = write_guard
         self.heartbeat_s = float(heartbeat_s)
         self.spill_dir = spill_dir
         self._heartbeat: liveness.Heartbeat | None = None
@@ -215,12 +222,12 @@ class RunTracker:
         if self._heartbeat is not None:
             self._heartbeat.stop()
         try:
-            self.sink.end(run_id, status, int(time.time() * 1000))
+            with self.write_guard():  # a signal held here is raised after the run is known to be ended
+                self.sink.end(run_id, status, int(time.time() * 1000))
+                self._finished = True
+                self.status = status
         except Exception as exc:
             problems.append(exc)
-        else:
-            self._finished = True
-            self.status = status
         if problems:
             self._raise_lost(problems, requested)
             raise problems[0]
@@ -252,7 +259,8 @@ class RunTracker:
     def log_params(self, params: Mapping[str, object]) -> None:
         """All params at once (`sink`: one transaction on a SQL store, else a `log_batch` per 100 keys)."""
         run_id = self._require_open()
-        self.sink.write_params(run_id, [Param(str(k), param_str(v)) for k, v in params.items()])
+        with self.write_guard():
+            self.sink.write_params(run_id, [Param(str(k), param_str(v)) for k, v in params.items()])
 
     def set_tag(self, key: str, value: object) -> None:
         self.client.set_tag(self._require_started(), key, str(value))
@@ -288,7 +296,8 @@ class RunTracker:
         run_id = self._require_started()
         buffer, sink = self.buffer, self.sink
         while buffer.pending:
-            buffer.sent(sink.write_metrics(run_id, buffer.pending[: sink.chunk]))
+            with self.write_guard():  # the chunk and its bookkeeping, or neither
+                buffer.sent(sink.write_metrics(run_id, buffer.pending[: sink.chunk]))
         buffer.flushed()
 
     @property

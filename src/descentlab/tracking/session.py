@@ -7,9 +7,11 @@ re-reads the config or the environment.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -81,15 +83,18 @@ class TrackingSession:
         return get_or_create_parent(self.client, self.experiment_id, sweep_dir, sweep_key)
 
     def new_run(self, name: str, *, tags: Mapping[str, str], parent_run_id: str | None = None,
-                spill_dir: str | None = None) -> RunTracker:
+                spill_dir: str | None = None,
+                write_guard: Callable[[], AbstractContextManager[object]] | None = None) -> RunTracker:
         """A run, not started yet (`start()` or `with`), writing as the settings say (flush, store_every,
-        heartbeat, retry window); `spill_dir` receives unsent metrics if the store goes away for good."""
+        heartbeat, retry window); `spill_dir` receives unsent metrics if the store goes away for good;
+        `write_guard` holds a signal's exception until a write ends (`RunTracker`)."""
         from descentlab.tracking.run import RunTracker
 
         s = self.settings
         return RunTracker(self.client, self.experiment_id, name, tags=tags, parent_run_id=parent_run_id,
                           flush_every=s.flush_every, flush_seconds=s.flush_seconds, store_every=s.store_every,
-                          spill_dir=spill_dir, heartbeat_s=s.heartbeat_s, retry_s=s.retry_s)
+                          spill_dir=spill_dir, heartbeat_s=s.heartbeat_s, retry_s=s.retry_s,
+                          write_guard=write_guard or contextlib.nullcontext)
 
 
 def prepare(settings: TrackingSettings) -> str:
