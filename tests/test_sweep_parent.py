@@ -143,3 +143,26 @@ def test_the_launcher_makes_the_parent_and_a_job_elsewhere_joins_it(tmp_path: Pa
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags[SWEEP_DIR_TAG] == str(launcher_dir / "multirun" / "s1")
+
+
+def test_a_failed_launch_never_leaves_a_finished_parent(store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job lost before it could create its run (a worker killed by a scheduler) leaves no run to count: the
+    parent must still end FAILED when the launch failed, not FINISHED from the runs that did finish."""
+    from descentlab import app
+
+    real = app.make_task
+
+    def lost_for_adam(settings):
+        if settings.optimizer.name == "adam":
+            raise RuntimeError("worker lost")
+        return real(settings)
+
+    monkeypatch.setattr(app, "make_task", lost_for_adam)
+    result = store.train_in_process("-m", "optimizer=sgd,adam", "training.iterations=10", "training.eval_every=5",
+                                    "dataset=digits", "model=mlp_2x50", "training.progress=false")
+    assert result.returncode != 0 and "worker lost" in result.stderr
+    runs = store.runs()
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert [r.info.status for r in children] == ["FINISHED"]
+    assert [r.info.status for r in parents] == ["FAILED"]

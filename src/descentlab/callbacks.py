@@ -154,10 +154,10 @@ def close_open_sweep(joblib_kwargs: dict[str, Any] | None = None, status: str | 
     """End the parent run of the sweep this process launched, if it has one still open, and print its summary.
 
     Called after the sweep, and by `cli.guarded_main` when the process fails or is interrupted mid-sweep
-    (Hydra skips `on_multirun_end` then). The parent's status follows its children's, unless `status` (KILLED
-    for an interrupted sweep) says otherwise. With
-    `joblib_kwargs` (a sweep that ran in joblib workers) and no mlflow in this process, the work is sent
-    to the same, still warm, workers: joblib reuses its executor for identical arguments.
+    (Hydra skips `on_multirun_end` then). The parent's status follows its children's, unless `status` (FAILED for a
+    failed launch, KILLED for an interrupted sweep) says otherwise. With `joblib_kwargs` (a sweep that ran in
+    joblib workers) and no mlflow in this process, the work is sent to the same, still warm, workers: joblib
+    reuses its executor for identical arguments.
     """
     global _open_sweep
     if _open_sweep is None:

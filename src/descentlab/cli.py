@@ -46,7 +46,9 @@ def guarded_main(main: Callable[[], object]) -> None:
             _interrupted(raised)
         interrupts.exiting()
         exc = raised.error if isinstance(raised, LaunchRefused) else raised
-        summary = close_open_sweep()
+        # The launch failed: the sweep did not finish, even when every run it recorded did (a job lost before it
+        # could create its run, e.g. a worker killed by a scheduler, leaves no run to count).
+        summary = close_open_sweep(status="FAILED")
         if full_error or not (isinstance(exc, input_errors()) or _storage_error(exc)):
             if exc is raised:
                 raise
