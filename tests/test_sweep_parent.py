@@ -139,6 +139,7 @@ def test_the_launcher_makes_the_parent_and_a_job_elsewhere_joins_it(tmp_path: Pa
     client = open_store(uri, SQLITE)
     run = client.get_run(result["run_id"])
     assert run.data.tags["mlflow.parentRunId"] == parent_id
+    assert run.data.tags["hydra.sweep_dir"] == str(launcher_dir / "multirun" / "s1")  # as its parent names it
     assert summary is not None and summary["parent_run_id"] == parent_id and summary["finished"] == 1
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED"

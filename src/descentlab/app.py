@@ -144,7 +144,7 @@ def _job_tags(settings: JobSettings | None, job: JobContext, chash: str | None, 
     if chash:
         tags["config_hash"] = chash
     if job.multirun:
-        tags.update({"hydra.job_num": str(job.job_num), "hydra.sweep_dir": str(job.sweep_dir)})
+        tags.update({"hydra.job_num": str(job.job_num), "hydra.sweep_dir": str(job.sweep_key or job.sweep_dir)})
     if job.output_dir:
         tags["hydra.output_dir"] = job.output_dir
     return tags
