@@ -184,3 +184,18 @@ def _own_signal_handlers() -> Iterator[None]:
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     return Store(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[object]:
+    """A scratch PostgreSQL cluster for the session (`descentlab.server.postgres.scratch_cluster`; each user makes
+    its own database with `create_database(name)`); skipped, with the reason, where PostgreSQL is not installed."""
+    from descentlab.server import ServerInputError
+    from descentlab.server.postgres import find_bin, scratch_cluster
+
+    try:
+        find_bin()
+    except ServerInputError as exc:
+        pytest.skip(str(exc))
+    with scratch_cluster() as cluster:
+        yield cluster

@@ -1,7 +1,7 @@
 """tracking.bulk: metric points, params and run ends written in bulk must be exactly what MLflow's log_batch and
 set_terminated store, and RunTracker must use that path on SQL stores (a test here fails if an MLflow upgrade
-silently disables it). Every check runs on SQLite and on a real PostgreSQL (e2e tier: a cluster started for the
-module by `descentlab.server.postgres.scratch_cluster`)."""
+silently disables it). Every check runs on SQLite and on a real PostgreSQL (e2e tier: the session's scratch
+cluster, conftest `postgres_cluster`)."""
 
 from __future__ import annotations
 
@@ -38,26 +38,12 @@ CHUNKS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def pg_cluster():
-    """A PostgreSQL cluster for this module (skipped, with the reason, where PostgreSQL is not installed)."""
-    from descentlab.server import ServerInputError
-    from descentlab.server.postgres import find_bin, scratch_cluster
-
-    try:
-        find_bin()
-    except ServerInputError as exc:
-        pytest.skip(str(exc))
-    with scratch_cluster() as cluster:
-        yield cluster
-
-
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.e2e)])
 def mlstore(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     if request.param == "sqlite":
         uri = resolve_tracking_uri(None, tmp_path_factory.mktemp("store"))
     else:
-        uri = request.getfixturevalue("pg_cluster").create_database("bulk")
+        uri = request.getfixturevalue("postgres_cluster").create_database("bulk")
     client = open_store(uri, SQLITE)
     return client, get_or_create_experiment(client, "bulk", artifact_root_for(uri))
 

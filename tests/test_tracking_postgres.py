@@ -1,11 +1,11 @@
 """Workers pointed at PostgreSQL directly (`tracking.uri=postgresql+psycopg2://...`, no tracking server): MLflow's
 migrations create the schema on first use, the bulk SQL sink is the one chosen, every point is stored, and a run
-written through MLflow's client calls stores the same rows. PostgreSQL is real: a scratch cluster for the module."""
+written through MLflow's client calls stores the same rows. PostgreSQL is real: the session's scratch cluster
+(conftest `postgres_cluster`)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from unittest import mock
 
 import pytest
@@ -18,19 +18,6 @@ pytestmark = pytest.mark.e2e  # starts a PostgreSQL cluster: run by `pytest --al
 ITERATIONS, EVAL_EVERY = 60, 20
 QUICK = ("dataset=digits", f"training.iterations={ITERATIONS}", f"training.eval_every={EVAL_EVERY}",
          "training.progress=false")
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[object]:
-    from descentlab.server import ServerInputError
-    from descentlab.server.postgres import find_bin, scratch_cluster
-
-    try:
-        find_bin()
-    except ServerInputError as exc:
-        pytest.skip(str(exc))
-    with scratch_cluster() as started:
-        yield started
 
 
 def _train_recording_sinks(store, uri: str, *args: str, bulk: bool = True) -> tuple[object, list[type]]:
@@ -59,10 +46,10 @@ def _rows(client, run_id: str) -> tuple[dict, dict, dict]:
     return history, latest, run.data.params
 
 
-def test_a_run_on_postgresql_directly_stores_every_point_through_the_bulk_sink(store, cluster) -> None:
+def test_a_run_on_postgresql_directly_stores_every_point_through_the_bulk_sink(store, postgres_cluster) -> None:
     from mlflow.tracking import MlflowClient
 
-    uri = cluster.create_database("direct")  # empty: MLflow's migrations run on first use
+    uri = postgres_cluster.create_database("direct")  # empty: MLflow's migrations run on first use
     result, sinks = _train_recording_sinks(store, uri)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sinks == [BulkSqlSink]
@@ -87,10 +74,10 @@ def test_a_run_on_postgresql_directly_stores_every_point_through_the_bulk_sink(s
     assert len(client.search_runs([experiment.experiment_id])) == 1
 
 
-def test_bulk_and_client_sinks_store_the_same_rows_on_postgresql(store, cluster) -> None:
+def test_bulk_and_client_sinks_store_the_same_rows_on_postgresql(store, postgres_cluster) -> None:
     from mlflow.tracking import MlflowClient
 
-    uri = cluster.create_database("both_sinks")
+    uri = postgres_cluster.create_database("both_sinks")
     by_bulk, sinks_bulk = _train_recording_sinks(store, uri)
     by_client, sinks_client = _train_recording_sinks(store, uri, "force=true", bulk=False)
     assert by_bulk.returncode == 0 and by_client.returncode == 0, (by_bulk.stderr + by_client.stderr)[-3000:]
