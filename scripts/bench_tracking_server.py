@@ -5,7 +5,7 @@
     python scripts/bench_tracking_server.py --mode both --rounds 3 --json bench.json
 
 Stores, measured side by side in one run, their order rotated each round: `sqlite` (the default local store,
-sqlite:///TMP/mlflow.db, bulk SQL sink), `server` (scripts/server.py's `mlflow server` on PostgreSQL, reached
+sqlite:///TMP/mlflow.db, bulk SQL sink), `server` (scripts/server.py's MLflow's server on PostgreSQL, reached
 over HTTP, MLflow's client calls) and `postgresql` (the same PostgreSQL reached directly,
 postgresql+psycopg2://..., bulk SQL sink).
 - `jobs`: 2 processes at once, each a typical run's tracking as train.py does it, without the training: the

@@ -1,12 +1,12 @@
-"""A tracking server for sweeps on many machines: PostgreSQL (or SQLite) behind `mlflow server`, in one folder.
+"""A tracking server for sweeps on many machines: PostgreSQL (or SQLite) behind MLflow's server, in one folder.
 
     python scripts/server.py start [--data DIR] [--port 5000] [--host 127.0.0.1] [--backend postgresql|sqlite]
                                    [--db-port N]
         initialise (first start) and start PostgreSQL in DIR/postgres (127.0.0.1 only, its socket in DIR), then
-        `mlflow server` on it with proxied artifacts in DIR/artifacts; the last stdout line is
+        MLflow's server on it with proxied artifacts in DIR/artifacts; the last stdout line is
         MLFLOW_TRACKING_URI=http://HOST:PORT. Options not given keep the values of the folder's last start.
     python scripts/server.py status [--data DIR] [--json]      exit 0 when running, 3 when not
-    python scripts/server.py stop [--data DIR]                 mlflow server, then PostgreSQL
+    python scripts/server.py stop [--data DIR]                 MLflow server, then PostgreSQL
 
 DIR defaults to <repo>/mlruns/server. Bad input: one `error:` line, exit 2, nothing left running.
 """
@@ -59,8 +59,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     data = argparse.ArgumentParser(add_help=False)
     data.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"data folder (default {DEFAULT_DATA})")
-    start = sub.add_parser("start", parents=[data], help="start PostgreSQL and mlflow server")
-    start.add_argument("--port", type=int, help="mlflow server's port (default: the folder's last, else 5000)")
+    start = sub.add_parser("start", parents=[data], help="start PostgreSQL and MLflow server")
+    start.add_argument("--port", type=int, help="MLflow server's port (default: the folder's last, else 5000)")
     start.add_argument("--host", help="address to bind (default: the folder's last, else 127.0.0.1; anything "
                                       "else has no authentication)")
     start.add_argument("--backend", help="postgresql or sqlite (default: the folder's last, else postgresql)")
@@ -69,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", parents=[data], help="exit 0 when running, 3 when not")
     status.add_argument("--json", action="store_true", help="one JSON object")
     status.set_defaults(func=cmd_status)
-    sub.add_parser("stop", parents=[data], help="stop mlflow server, then PostgreSQL").set_defaults(func=cmd_stop)
+    sub.add_parser("stop", parents=[data], help="stop MLflow server, then PostgreSQL").set_defaults(func=cmd_stop)
     return p
 
 
