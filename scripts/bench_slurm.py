@@ -46,8 +46,23 @@ def sacct(job_ids: list[str]) -> dict[str, dict[str, float]]:
     rows = {}
     for line in out.splitlines():
         job, state, submit, start, end = line.split("|")
-        rows[job] = {"state": state, "submit": float(submit), "start": float(start), "end": float(end)}
+        if all(t.isdigit() for t in (submit, start, end)):  # a task slurmdbd has not fully recorded yet: not here
+            rows[job] = {"state": state, "submit": float(submit), "start": float(start), "end": float(end)}
     return rows
+
+
+def sacct_all(job_ids: list[str], expected: set[str], timeout_s: float = 60) -> dict[str, dict[str, float]]:
+    """`sacct` once every expected array task is recorded with its end: slurmdbd receives a task's record a
+    moment after the sweep has seen it end (measured: a task missing from the first query)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = sacct(job_ids)
+        missing = expected - set(rows)
+        if not missing:
+            return rows
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"sacct did not record {sorted(missing)} within {timeout_s:.0f} s")
+        time.sleep(1)
 
 
 def measure(jobs: int, iterations: int, parallel: int, root: Path) -> tuple[list[dict[str, float]], dict[str, float]]:
@@ -68,10 +83,10 @@ def measure(jobs: int, iterations: int, parallel: int, root: Path) -> tuple[list
     if proc.returncode != 0:
         raise RuntimeError(f"the sweep failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     ids = sorted({p.name.split("_")[0] for p in (sweep_dir / ".submitit").iterdir() if p.is_dir()})
-    slurm = sacct(ids)
     client = MlflowClient()
     exp = client.get_experiment_by_name(experiment)
     runs = [r for r in client.search_runs([exp.experiment_id]) if "config_hash" in r.data.tags]
+    slurm = sacct_all(ids, {f"{ids[0]}_{r.data.tags['hydra.job_num']}" for r in runs})
     rows = []
     for run in sorted(runs, key=lambda r: int(r.data.tags["hydra.job_num"])):
         job = f"{ids[0]}_{run.data.tags['hydra.job_num']}"
