@@ -7,7 +7,6 @@ is accounted for). Once the run exists, it always ends FINISHED, FAILED or KILLE
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -56,6 +55,8 @@ class JobContext:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
+        from descentlab.tracking.sweep_description import sweep_dir_key
+
         if not HydraConfig.initialized():
             return cls(False, None, None, [], None)
         hc = HydraConfig.get()
@@ -66,7 +67,7 @@ class JobContext:
             job_num=int(hc.job.num) if multirun else None,
             overrides=list(hc.overrides.task),
             output_dir=hc.runtime.output_dir,
-            sweep_key=os.path.normpath(os.path.join(hc.runtime.cwd, str(hc.sweep.dir))) if multirun else None,
+            sweep_key=sweep_dir_key(hc.sweep.dir, hc.runtime.cwd) if multirun else None,
         )
 
 

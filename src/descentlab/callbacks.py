@@ -17,7 +17,6 @@ workers instead. For the same reason runs of killed jobs are repaired (`tracking
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -57,21 +56,21 @@ class SweepCallback(Callback):
         if not config.tracking.enabled:
             return
         from descentlab.config import check_store, tracking_settings
-        from descentlab.tracking.session import prepare
-        from descentlab.tracking.sweep_description import write_description
+        from descentlab.tracking.session import TrackingSession, prepare
+        from descentlab.tracking.sweep_description import sweep_dir_key, write_description
 
         settings = tracking_settings(config.tracking, str(config.paths.cache_dir))
         check_store(settings)  # a malformed URI, a folder that is not writable or full: before any job
-        uri = prepare(settings)  # absent servers fail here, before any job; no mlflow import with a template
+        made_parent = settings.parent_by_launcher()
+        # Absent servers fail here, before any job. The parent needs the store open in this process; otherwise
+        # `prepare` sets it up without importing mlflow (with a cached schema template).
+        session = TrackingSession.open(settings) if made_parent else None
+        uri = session.uri if session is not None else prepare(settings)
         sweep_dir = Path(str(config.hydra.sweep.dir))
         description = describe_sweep(list(config.hydra.overrides.task))
-        write_description(sweep_dir, description)  # the first job names and tags the parent from it
-        made_parent = settings.parent_by_launcher()
-        if made_parent:  # jobs may run where the sweep folder is not: they find this parent by its tag
-            from descentlab.tracking.session import TrackingSession
-
-            key = os.path.normpath(os.path.join(str(config.hydra.runtime.cwd), str(sweep_dir)))
-            TrackingSession.open(settings).parent_run(str(sweep_dir), key)
+        write_description(sweep_dir, description)  # the parent is named and tagged from it
+        if session is not None:  # jobs may run where the sweep folder is not: they find this parent by its tag
+            session.parent_run(str(sweep_dir), sweep_dir_key(sweep_dir, config.hydra.runtime.cwd))
         _open_sweep = (uri, sweep_dir, description, made_parent)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

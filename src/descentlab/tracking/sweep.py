@@ -27,7 +27,13 @@ from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from descentlab.tracking.sweep_description import SWEEP_DIR_TAG, parent_identity, read_description, write_json
+from descentlab.tracking.sweep_description import (
+    SWEEP_DIR_TAG,
+    parent_identity,
+    read_description,
+    sweep_dir_key,
+    write_json,
+)
 
 __all__ = [
     "LOCK_FILE",
@@ -94,17 +100,17 @@ def get_or_create_parent(client: MlflowClient, experiment_id: str, sweep_dir: st
     """The sweep's parent run id, creating the run (left RUNNING) if this is the sweep's first job.
 
     `sweep_dir` is the sweep folder as this process reaches it; `sweep_key` the same folder as the launching
-    process names it (absolute; default: `sweep_dir` made absolute here), which the parent carries as its tag
-    `sweep.dir`. The parent is found in the folder's state file, else in the store by that tag: a job on a node that
-    does not share the sweep folder (Ray, SLURM without shared storage) joins the parent the launching process
-    created (`tracking.sweep_parent`) instead of starting one of its own.
+    process names it (`sweep_dir_key`; default: `sweep_dir` against this process's working directory), which the
+    parent carries as its tag `sweep.dir`. The parent is found in the folder's state file, else in the store by
+    that tag: a job on a node that does not share the sweep folder (Ray, SLURM without shared storage) joins the
+    parent the launching process created (`tracking.sweep_parent`) instead of starting one of its own.
     The new run is named and tagged from the sweep's description (`parent_identity`), its params are the
     swept keys. A parent that was already terminated (a re-run of the sweep) is set back to RUNNING so that
     `finish_parent` summarises the new children too. A recorded parent that no longer exists, is
     deleted, or belongs to another experiment or store is replaced, with a warning.
     """
+    sweep_key = sweep_key or sweep_dir_key(sweep_dir)
     sweep_dir = Path(sweep_dir).absolute()
-    sweep_key = sweep_key or str(sweep_dir)
     with _locked(sweep_dir):
         state = read_sweep_state(sweep_dir)
         run = _usable_parent(client, state["parent_run_id"], experiment_id) if state is not None else None

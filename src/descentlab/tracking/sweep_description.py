@@ -17,11 +17,18 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["DESCRIPTION_FILE", "SWEEP_DIR_TAG", "describe", "parent_identity", "read_description",
-           "write_description", "write_json"]
+           "sweep_dir_key", "write_description", "write_json"]
 
 DESCRIPTION_FILE = ".sweep.json"
 SWEEP_DIR_TAG = "sweep.dir"
 MAX_NAME = 100  # longer names list the swept keys with their numbers of values instead
+
+
+def sweep_dir_key(sweep_dir: str | Path, cwd: str | Path | None = None) -> str:
+    """The sweep folder as the launching process names it: absolute against its working directory (`cwd`; a job
+    gets it as `hydra.runtime.cwd`, which Hydra composed there), normalised. The same string on every node: the
+    parent run's `sweep.dir` tag, by which a job that does not share the folder finds it."""
+    return os.path.normpath(os.path.join(os.getcwd() if cwd is None else str(cwd), str(sweep_dir)))
 
 
 def write_json(sweep_dir: Path, state: Mapping[str, Any], name: str) -> None:
@@ -76,7 +83,7 @@ def read_description(sweep_dir: str | Path) -> dict[str, Any] | None:
 def parent_identity(sweep_dir: str | Path, description: Mapping[str, Any] | None
                     ) -> tuple[str, dict[str, str], dict[str, str]]:
     """Name, tags and params of the sweep's parent run (without a description: a name from the folder only)."""
-    tags = {SWEEP_DIR_TAG: str(Path(sweep_dir).absolute())}
+    tags = {SWEEP_DIR_TAG: sweep_dir_key(sweep_dir)}
     if not description:
         return f"sweep {Path(sweep_dir).name}", tags, {}
     tags["hydra.overrides"] = str(description.get("overrides", ""))
