@@ -199,3 +199,15 @@ def postgres_cluster() -> Iterator[object]:
         pytest.skip(str(exc))
     with scratch_cluster() as cluster:
         yield cluster
+
+
+def get_json(url: str, payload: dict | None = None) -> dict:
+    """A tracking server's REST answer (POST with `payload`, else GET), as the tests read runs back over HTTP."""
+    import json
+    import urllib.request
+
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+

@@ -2,81 +2,38 @@
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from conftest import get_json
+from descentlab.server.net import free_port
+
 pytestmark = pytest.mark.e2e  # an MLflow server and train.py as processes: run by `pytest --all-tiers`
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get_json(url: str, payload: dict | None = None) -> dict:
-    data = None if payload is None else json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
 class MlflowServer:
-    """`mlflow server` on 127.0.0.1 with a SQLite backend in `root`; can be stopped and started again (same port,
-    same data), as a server that restarts would be."""
+    """The project's tracking server (`descentlab.server`, SQLite backend) in `root`; can be stopped and started
+    again (same port, same data), as a server that restarts would be."""
 
     def __init__(self, root: Path, port: int | None = None) -> None:
-        self.root, self.port = root, port or free_port()
+        self.data, self.port = root / "server", port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-        self.starts = 0
 
-    def start(self, timeout: float = 90) -> str:
-        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        env.pop("MLFLOW_TRACKING_URI", None)
-        mlflow_cli = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
-        self.starts += 1
-        log_path = self.root / f"server-{self.starts}.log"
-        with open(log_path, "w") as log:  # the child keeps its own copy of the file descriptor
-            self.process = subprocess.Popen(
-                [mlflow_cli, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-                 "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
-                 "--artifacts-destination", str(self.root / "server-artifacts")],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return self.url
-            except OSError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"mlflow server did not start: {log_path.read_text()[-2000:]}")
-            time.sleep(0.5)
+    def start(self) -> str:
+        from descentlab.server import start
+
+        return start(self.data, port=self.port, backend="sqlite", say=_quiet).tracking_uri
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
+        from descentlab.server import stop
+
+        stop(self.data, say=_quiet)
+
+
+def _quiet(line: str) -> None:
+    """The server's progress lines: not needed in a test's output."""
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from descentlab.server.net import free_port
 from slurm_cluster import SlurmCluster, unavailable
 
 pytestmark = pytest.mark.e2e  # daemons, a server and train.py as processes: run by `pytest --all-tiers`
@@ -62,14 +63,6 @@ def server(workspace: Path) -> Iterator[str]:
         yield last.split("=", 1)[1]
     finally:
         subprocess.run([*script, "stop", "--data", str(data)], capture_output=True, timeout=120, env=clean_env())
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
-from test_cli_server import MlflowServer, get_json
+from conftest import REPO, get_json
+from test_cli_server import MlflowServer
 
 pytestmark = pytest.mark.e2e  # a server cut under a real train.py: run by `pytest --all-tiers`
 

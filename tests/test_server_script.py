@@ -21,17 +21,14 @@ from pathlib import Path
 import psutil
 import pytest
 
+from conftest import get_json
+from descentlab.server.net import free_port
+
 pytestmark = pytest.mark.e2e  # PostgreSQL, mlflow server and train.py as processes: run by `pytest --all-tiers`
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "server.py"
 ITERATIONS, EVAL_EVERY = 60, 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def server(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -43,13 +40,6 @@ def server(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]
 def last_line(text: str) -> str:
     lines = text.strip().splitlines()
     return lines[-1] if lines else ""
-
-
-def get_json(url: str, payload: dict | None = None) -> dict:
-    data = None if payload is None else json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
 
 
 def gone(pid: int) -> bool:
