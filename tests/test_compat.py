@@ -128,11 +128,13 @@ def test_mlflow_orm_models_have_the_columns_bulk_writes() -> None:
     orm = compat.mlflow_orm()
     assert orm is not None
     columns = {name: set(model.__table__.columns.keys()) for name, model in
-               (("run", orm.run), ("metric", orm.metric), ("latest_metric", orm.latest_metric), ("param", orm.param))}
+               (("run", orm.run), ("metric", orm.metric), ("latest_metric", orm.latest_metric), ("param", orm.param),
+                ("tag", orm.tag))}
     point = {"run_uuid", "key", "value", "timestamp", "step", "is_nan"}
     assert point <= columns["metric"] and point <= columns["latest_metric"]
-    assert {"run_uuid", "key", "value"} <= columns["param"]
-    assert {"run_uuid", "lifecycle_stage", "status", "end_time"} <= columns["run"]
+    assert {"run_uuid", "key", "value"} <= columns["param"] and {"run_uuid", "key", "value"} <= columns["tag"]
+    assert {"run_uuid", "name", "experiment_id", "lifecycle_stage", "status", "start_time", "end_time",
+            "artifact_uri"} <= columns["run"]
 
 
 def test_mlflow_write_session_round_trips_a_bulk_insert(mlflow_sqlite) -> None:

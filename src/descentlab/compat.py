@@ -115,21 +115,23 @@ def mlflow_write_session(store: Any) -> Any:
 
 @dataclass(frozen=True)
 class MlflowOrm:
-    """MLflow's ORM classes for the tables tracking.bulk writes (`mlflow.store.tracking.dbmodels.models`)."""
+    """MLflow's ORM classes for the tables tracking.bulk writes and bulk reads use
+    (`mlflow.store.tracking.dbmodels.models`)."""
 
-    run: Any  # SqlRun: run_uuid, lifecycle_stage, status, end_time
+    run: Any  # SqlRun: run_uuid, name, experiment_id, lifecycle_stage, status, start_time, end_time, artifact_uri
     metric: Any  # SqlMetric: run_uuid, key, value, timestamp, step, is_nan
     latest_metric: Any  # SqlLatestMetric: the same columns, one row per (run, key)
     param: Any  # SqlParam: run_uuid, key, value
+    tag: Any  # SqlTag: run_uuid, key, value
 
 
 def mlflow_orm() -> MlflowOrm | None:
     """MLflow's ORM models, or None when MLflow moved them (callers then use the public client)."""
     try:
-        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun
+        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
     except ImportError:  # pragma: no cover - only when MLflow reorganises its modules
         return None
-    return MlflowOrm(run=SqlRun, metric=SqlMetric, latest_metric=SqlLatestMetric, param=SqlParam)
+    return MlflowOrm(run=SqlRun, metric=SqlMetric, latest_metric=SqlLatestMetric, param=SqlParam, tag=SqlTag)
 
 
 def mlflow_checked_params(params: Sequence[Any]) -> list[Any]:
