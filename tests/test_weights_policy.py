@@ -85,14 +85,8 @@ def test_best_outside_a_sweep_compares_the_same_config_with_other_seeds(store) -
     assert ("weights.npz" in artifacts(store, weak1)) is stored1
 
 
-def test_better_sibling_is_one_query_that_ignores_running_failed_and_other_groups(tmp_path: Path) -> None:
-    from descentlab.data.idx_specs import cache_root
-    from descentlab.tracking.settings import SqliteSettings
-    from descentlab.tracking.store import artifact_root_for, get_or_create_experiment, open_store, resolve_tracking_uri
-
-    uri = resolve_tracking_uri(None, tmp_path / "store")
-    client = open_store(uri, SqliteSettings(template_dir=str(cache_root())))  # the cached schema: no migrations
-    exp = get_or_create_experiment(client, "e", artifact_root_for(uri))
+def check_better_sibling(client, exp: str) -> None:
+    """One query, strictly better only, FINISHED only, the asking run's own group only, the best of the better."""
 
     def run(acc: float, status: str, group: str = "g") -> str:
         r = client.create_run(exp, tags={GROUP_TAG: group})
@@ -104,6 +98,8 @@ def test_better_sibling_is_one_query_that_ignores_running_failed_and_other_group
     run(0.98, "FINISHED", group="other")
     middle = run(0.80, "FINISHED")
     top = run(0.90, "FINISHED")
+    running = client.create_run(exp, tags={GROUP_TAG: "g"})
+    client.log_metric(running.info.run_id, "final/test_acc", 0.97)  # not FINISHED yet: not a sibling
     ask = {"parent_run_id": None, "group": "g"}
     assert better_sibling(client, exp, "final/test_acc", 0.95, **ask) is None
     assert better_sibling(client, exp, "final/test_acc", 0.90, **ask) is None  # a tie keeps
@@ -111,10 +107,34 @@ def test_better_sibling_is_one_query_that_ignores_running_failed_and_other_group
     assert better is not None and (better.run_id, better.value) == (top, 0.90)  # the best of those better
     lower = better_sibling(client, exp, "final/test_acc", 0.85, higher_is_better=False, **ask)
     assert lower is not None and lower.run_id == middle
+    child = client.create_run(exp, tags={"mlflow.parentRunId": middle})  # a sweep: its parent decides, not the group
+    client.log_metric(child.info.run_id, "final/test_acc", 0.5)
+    client.set_terminated(child.info.run_id, "FINISHED")
+    by_parent = better_sibling(client, exp, "final/test_acc", 0.4, parent_run_id=middle, group="g")
+    assert by_parent is not None and by_parent.run_id == child.info.run_id
+    assert better_sibling(client, exp, "final/test_acc", 0.6, parent_run_id=middle, group="g") is None
+
+
+def test_better_sibling_is_one_query_that_ignores_running_failed_and_other_groups(tmp_path: Path) -> None:
+    from descentlab.data.idx_specs import cache_root
+    from descentlab.tracking.settings import SqliteSettings
+    from descentlab.tracking.store import artifact_root_for, get_or_create_experiment, open_store, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(None, tmp_path / "store")
+    client = open_store(uri, SqliteSettings(template_dir=str(cache_root())))  # the cached schema: no migrations
+    check_better_sibling(client, get_or_create_experiment(client, "e", artifact_root_for(uri)))
     with pytest.raises(ValueError, match="no siblings"):
         sibling_filter(None, None)
     with pytest.raises(ValueError, match="quotes"):
         sibling_filter("x' or '1'='1", None)
+
+
+@pytest.mark.e2e  # a real PostgreSQL cluster (the session's): run by `pytest --all-tiers`
+def test_better_sibling_on_postgresql(postgres_cluster, tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(postgres_cluster.create_database("weights_best"))  # MLflow's migrations run here
+    check_better_sibling(client, client.create_experiment("e", artifact_location=str(tmp_path / "artifacts")))
 
 
 def test_a_bad_value_is_one_line_exit_2_and_no_run(store) -> None:
