@@ -164,11 +164,12 @@ MLFLOW_TAG_VALUE = "value"
 # Tables whose planner statistics matter (the skip check, the UI's bulk metric history), also checked there.
 MLFLOW_STATISTICS_TABLES = ("runs", "tags", "metrics", "latest_metrics", "params")
 
-# The last MLflow schema revision before its migrations rebuild the `tags` table on SQLite (alembic batch mode:
-# f5a4f2784254 "increase run tag value limit" has this as its down revision; 7ac759974ad8 rebuilds it again).
-# A store moved back to it and upgraded by `mlflow db upgrade` shows what those rebuilds do to our index.
-MLFLOW_REVISION_BEFORE_TAGS_REBUILD = "4465047574b1"
-MLFLOW_TAGS_REBUILD_REVISIONS = ("f5a4f2784254", "7ac759974ad8")
+# The MLflow schema revision before its migrations rebuild the `tags` table on SQLite (alembic batch mode):
+# 7ac759974ad8 "update run tags with larger limit" (250 -> 5000 characters) has this as its down revision, and
+# f5a4f2784254 "increase run tag value limit to 8000" rebuilds it again later. A store created at this revision and
+# upgraded by `mlflow db upgrade` shows what both rebuilds do to our index (tests/test_store_upkeep.py).
+MLFLOW_REVISION_BEFORE_TAGS_REBUILD = "df50e92ffc5e"
+MLFLOW_TAGS_REBUILD_REVISIONS = ("7ac759974ad8", "f5a4f2784254")
 
 
 def mlflow_alembic_config(db_uri: str) -> Any:
