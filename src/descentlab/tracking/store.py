@@ -9,7 +9,9 @@ processes at once crashes in MLflow's schema set-up, so the store must exist bef
 (`prepare_store` copies a cached empty-schema template in milliseconds; without one, `open_store` runs
 MLflow's ~1.2 s of migrations, once, in the launching process); an experiment created without
 `artifact_location` stores its artifacts under the creator's cwd; MLflow retries an absent server for
-minutes; the experiment tags MLflow's UI reads are described in `tracking.ui`.
+minutes; the experiment tags MLflow's UI reads are described in `tracking.ui`. The skip check's index
+(`tracking.upkeep`) comes with the template for new SQLite stores and is added to an existing store when it is
+opened (SQLite: by `prepare_store`, without mlflow; PostgreSQL: by `open_store`, after MLflow's migrations).
 """
 
 from __future__ import annotations
