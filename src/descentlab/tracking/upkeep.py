@@ -18,7 +18,9 @@ Without planner statistics SQLite also picks the wrong index for MLflow's bulk m
   nothing. Here: `ANALYZE` (with `analysis_limit`, milliseconds even at 100,000 runs) when the statistics are missing,
   lack an index, or a table grew to `REANALYZE_GROWTH` times the rows they recorded; then `PRAGMA optimize`.
 - Statistics, PostgreSQL: autovacuum's autoanalyze keeps them (tables are analysed after 10 % of their rows
-  changed); `refresh_statistics` only analyses tables never analysed (a store just filled by a bulk load).
+  changed); `refresh_statistics` only analyses tables never analysed. Measured: the plans of the skip query and of
+  the bulk metric history at 10k runs used the indexes with and without statistics; at 100k runs, right after a
+  bulk load that autoanalyze had not reached yet, the skip check took 39 ms, 11 ms after `ANALYZE` (0.45 s).
 
 Table and column names come from `descentlab.compat` (checked there against MLflow's ORM): the launching process of
 a sweep runs this without importing mlflow.
@@ -143,9 +145,10 @@ def ensure_indexes(uri: str, engine: Any | None = None) -> list[str]:
     """Create the indexes the skip check needs where they are missing; return the names created (empty when all were
     there, for a store without MLflow's schema yet, and for http(s)/file/databricks/mysql URIs).
 
-    SQLite: a b-tree on `tags(key, value)` (5.8 s at 100,000 runs, once; MLflow's writers wait up to 20 s).
-    PostgreSQL: a hash index on `tags(value)`, built without blocking writers. `engine`: an SQLAlchemy engine on a
-    PostgreSQL `uri` to use instead of a new one (MLflow's, via `compat.mlflow_engine`).
+    SQLite: a b-tree on `tags(key, value)` (6-8 s at 100,000 runs, once; MLflow's writers wait up to 20 s).
+    PostgreSQL: a hash index on `tags(value)`, built without blocking writers (37 s at 100,000 runs, once).
+    `engine`: an SQLAlchemy engine on a PostgreSQL `uri` to use instead of a new one (MLflow's, via
+    `compat.mlflow_engine`).
     """
     kind = _kind(uri)
     if kind == "sqlite":
