@@ -214,3 +214,38 @@ def test_hydra_singleton_state_carries_resolvers_and_config_store_to_another_pro
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["from", "the", "launcher", "False", "True"]
 # ======================================================================== end of the Ray launcher section
+
+
+# -- MLflow's names and migrations the store's upkeep (tracking.upkeep) relies on
+
+
+def test_mlflow_tag_and_statistics_table_names_are_mlflows_orm_tables() -> None:
+    orm = compat.mlflow_orm()
+    assert orm is not None
+    table = orm.tag.__table__
+    assert table.name == compat.MLFLOW_TAGS_TABLE
+    assert {compat.MLFLOW_TAG_KEY, compat.MLFLOW_TAG_VALUE} <= set(table.columns.keys())
+    orm_tables = {model.__table__.name for model in (orm.run, orm.tag, orm.metric, orm.latest_metric, orm.param)}
+    assert set(compat.MLFLOW_STATISTICS_TABLES) == orm_tables
+
+
+def test_mlflow_migrations_rebuild_tags_after_the_revision_the_upgrade_test_starts_from() -> None:
+    """The upgrade test (test_store_upkeep) starts at the revision before MLflow's `tags` rebuilds; if MLflow renames
+    or reorders them, this fails (and the test would no longer cover them)."""
+    from alembic.script import ScriptDirectory
+
+    first, second = compat.MLFLOW_TAGS_REBUILD_REVISIONS
+    assert compat.mlflow_revision_parent(first) == compat.MLFLOW_REVISION_BEFORE_TAGS_REBUILD
+    script = ScriptDirectory.from_config(compat.mlflow_alembic_config("sqlite://"))
+    later = {rev.revision for rev in script.iterate_revisions("heads", compat.MLFLOW_REVISION_BEFORE_TAGS_REBUILD)}
+    assert {first, second} <= later
+    for revision in (first, second):
+        source = Path(script.get_revision(revision).path).read_text(encoding="utf-8")
+        assert 'batch_alter_table("tags")' in source
+
+
+def test_mlflow_create_schema_at_an_old_revision_and_read_it_back(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'old.db'}"
+    compat.mlflow_create_schema_at(uri, compat.MLFLOW_REVISION_BEFORE_TAGS_REBUILD)
+    assert compat.mlflow_schema_revision(uri) == compat.MLFLOW_REVISION_BEFORE_TAGS_REBUILD
+    assert compat.mlflow_schema_revision(f"sqlite:///{tmp_path / 'none.db'}") is None

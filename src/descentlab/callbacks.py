@@ -143,10 +143,16 @@ def _joblib_kwargs(config: DictConfig) -> dict[str, Any] | None:
 
 def _finish(uri: str, sweep_dir: Path, status: str | None = None,
             description: dict[str, Any] | None = None, drop_empty: bool = False) -> dict[str, Any] | None:
+    from descentlab import compat
     from descentlab.tracking.store import open_store
     from descentlab.tracking.sweep import finish_parent
+    from descentlab.tracking.upkeep import upkeep_quietly
 
-    return finish_parent(open_store(uri), sweep_dir, status=status, description=description, drop_empty=drop_empty)
+    client = open_store(uri)
+    try:
+        return finish_parent(client, sweep_dir, status=status, description=description, drop_empty=drop_empty)
+    finally:  # the sweep's runs are in: the planner's statistics follow (milliseconds; only warns)
+        upkeep_quietly(uri, indexes=False, engine=compat.mlflow_engine(client))
 
 
 def close_open_sweep(joblib_kwargs: dict[str, Any] | None = None, status: str | None = None) -> dict[str, Any] | None:

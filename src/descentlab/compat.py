@@ -172,6 +172,73 @@ def mlflow_artifact_repository(artifact_uri: str, tracking_uri: str) -> Any | No
     return get_artifact_repository(uri, tracking_uri=tracking_uri)
 
 
+# MLflow's table and column names the store's upkeep (tracking.upkeep) names in plain SQL, without importing
+# mlflow (the launching process of a sweep avoids its ~2 s import): the run tags table and its key/value columns.
+# tests/test_compat.py checks them against MLflow's ORM model (`SqlTag`).
+MLFLOW_TAGS_TABLE = "tags"
+MLFLOW_TAG_KEY = "key"
+MLFLOW_TAG_VALUE = "value"
+# Tables whose planner statistics matter (the skip check, the UI's bulk metric history), also checked there.
+MLFLOW_STATISTICS_TABLES = ("runs", "tags", "metrics", "latest_metrics", "params")
+
+# The MLflow schema revision before its migrations rebuild the `tags` table on SQLite (alembic batch mode):
+# 7ac759974ad8 "update run tags with larger limit" (250 -> 5000 characters) has this as its down revision, and
+# f5a4f2784254 "increase run tag value limit to 8000" rebuilds it again later. A store created at this revision and
+# upgraded by `mlflow db upgrade` shows what both rebuilds do to our index (tests/test_store_upkeep.py).
+MLFLOW_REVISION_BEFORE_TAGS_REBUILD = "df50e92ffc5e"
+MLFLOW_TAGS_REBUILD_REVISIONS = ("7ac759974ad8", "f5a4f2784254")
+
+
+def mlflow_alembic_config(db_uri: str) -> Any:
+    """The alembic `Config` MLflow's own `mlflow db upgrade` builds for `db_uri`
+    (`mlflow.store.db.utils._get_alembic_config`: its migration scripts and that database)."""
+    from mlflow.store.db.utils import _get_alembic_config
+
+    return _get_alembic_config(db_uri)
+
+
+def mlflow_schema_revision(db_uri: str) -> str | None:
+    """The MLflow schema revision `db_uri` is at (alembic's version table), or None for a database without one."""
+    import sqlalchemy
+    from alembic.migration import MigrationContext
+
+    engine = sqlalchemy.create_engine(db_uri)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def mlflow_create_schema_at(db_uri: str, revision: str) -> None:
+    """Create MLflow's schema in an empty database as an older MLflow left it: MLflow's initial tables
+    (`mlflow.store.tracking.dbmodels.initial_models.Base`, what `_initialize_tables` starts from) upgraded by its
+    own migration scripts up to `revision` only. For tests of `mlflow db upgrade` (MLflow's downgrades cannot take a
+    current SQLite store back that far: the spans table's generated column breaks a batch copy)."""
+    import sqlalchemy
+    from alembic import command
+    from mlflow.store.tracking.dbmodels.initial_models import Base as InitialBase
+
+    engine = sqlalchemy.create_engine(db_uri)
+    try:
+        InitialBase.metadata.create_all(engine)
+        config = mlflow_alembic_config(db_uri)
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection  # as MLflow's `_upgrade_db` shares its connection
+            command.upgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
+def mlflow_revision_parent(revision: str) -> str | None:
+    """The down revision of one of MLflow's schema migrations (its alembic script directory)."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(mlflow_alembic_config("sqlite://"))
+    down = script.get_revision(revision).down_revision
+    return down if isinstance(down, str) or down is None else ",".join(down)
+
+
 # --------------------------------------------------------------------------------------------- CPython
 
 

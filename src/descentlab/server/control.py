@@ -147,6 +147,7 @@ def start(data: Path, port: int | None = None, host: str | None = None, backend:
         say(f"starting mlflow server on {st.host}:{st.port} (first start runs MLflow's migrations, ~10 s) ...")
         try:
             st.mlflow = mlflow_server.start(backend_uri, data / "artifacts", st.host, st.port, data / "mlflow.log")
+            _upkeep(backend_uri)
         except BaseException:
             if st.backend == "postgresql":
                 _cluster(data, st.db_port or 0).stop()
@@ -155,6 +156,14 @@ def start(data: Path, port: int | None = None, host: str | None = None, backend:
             raise
         state_file.save(data, st)
         return _status(data, st)
+
+
+def _upkeep(backend_uri: str) -> None:
+    """The skip check's index and the planner's statistics (`tracking.upkeep`) on the server's database, once
+    MLflow's server has run its migrations (it answers /health only after): jobs reach it over HTTP and cannot."""
+    from descentlab.tracking.upkeep import upkeep_quietly
+
+    upkeep_quietly(backend_uri)
 
 
 def _stop_locked(data: Path, st: State, say: Say) -> bool:

@@ -74,6 +74,15 @@ class TrackingSession:
 
         return find_finished_run(self.client, self.experiment_id, config_hash)
 
+    def refresh_statistics(self) -> None:
+        """After a job outside a sweep: the query planner's statistics (`tracking.upkeep`; milliseconds, and only
+        when stale). A sweep's jobs leave this to the launching process, which does it once when the sweep ends.
+        Never raises: a failure only warns."""
+        from descentlab import compat
+        from descentlab.tracking.upkeep import upkeep_quietly
+
+        upkeep_quietly(self.uri, indexes=False, engine=compat.mlflow_engine(self.client))
+
     def parent_run(self, sweep_dir: str, sweep_key: str | None = None) -> str:
         """The sweep's parent run id, created by whoever asks first (`tracking.sweep`): the launching process
         (`TrackingSettings.parent_by_launcher`) or the sweep's first job. `sweep_key`: the sweep folder as the

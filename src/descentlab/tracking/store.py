@@ -9,7 +9,9 @@ processes at once crashes in MLflow's schema set-up, so the store must exist bef
 (`prepare_store` copies a cached empty-schema template in milliseconds; without one, `open_store` runs
 MLflow's ~1.2 s of migrations, once, in the launching process); an experiment created without
 `artifact_location` stores its artifacts under the creator's cwd; MLflow retries an absent server for
-minutes; the experiment tags MLflow's UI reads are described in `tracking.ui`.
+minutes; the experiment tags MLflow's UI reads are described in `tracking.ui`. The skip check's index
+(`tracking.upkeep`) comes with the template for new SQLite stores and is added to an existing store when it is
+opened (SQLite: by `prepare_store`, without mlflow; PostgreSQL: by `open_store`, after MLflow's migrations).
 """
 
 from __future__ import annotations
@@ -293,7 +295,8 @@ def _schema_template(folder: str) -> Path | None:
         versions = "-".join(metadata.version(d) for d in ("mlflow", "sqlalchemy", "alembic"))
     except metadata.PackageNotFoundError:
         return None
-    template = Path(folder).expanduser() / f"mlflow-empty-{re.sub(r'[^A-Za-z0-9.]+', '_', versions)}.db"
+    # "-idx1": the template holds the skip check's index (tracking.upkeep); a new name leaves older caches unused.
+    template = Path(folder).expanduser() / f"mlflow-empty-idx1-{re.sub(r'[^A-Za-z0-9.]+', '_', versions)}.db"
     if template.is_file():
         return template
     try:
@@ -305,6 +308,7 @@ def _schema_template(folder: str) -> Path | None:
             client = MlflowClient(tracking_uri=_SQLITE_PREFIX + db.as_posix())
             client.search_experiments(max_results=1)
             from descentlab import compat
+            from descentlab.tracking import upkeep
 
             with contextlib.suppress(Exception):  # close pooled connections before editing the file
                 compat.mlflow_dispose_engine(client)
@@ -313,6 +317,7 @@ def _schema_template(folder: str) -> Path | None:
             try:
                 with con:
                     con.execute("DELETE FROM experiments")  # MLflow re-creates "Default" on first open
+                    con.execute(upkeep.sqlite_index_sql())  # every new store has the skip check's index
                 con.execute("VACUUM")
             finally:
                 con.close()
@@ -370,6 +375,16 @@ def prepare_store(uri: str, sqlite: SqliteSettings | None = None) -> None:
             _copy_schema_template(db, sqlite.template_folder)
         if db.exists():
             _enable_wal(db, sqlite)
+            _ensure_indexes(uri)
+
+
+def _ensure_indexes(uri: str, client: MlflowClient | None = None) -> None:
+    """The skip check's index (`tracking.upkeep`) on a store that lacks it: an existing store gets it when it is
+    next opened (a catalogue lookup when present); a failure only warns."""
+    from descentlab import compat
+    from descentlab.tracking import upkeep
+
+    upkeep.upkeep_quietly(uri, statistics=False, engine=compat.mlflow_engine(client) if client else None)
 
 
 def needs_schema_creation(uri: str) -> bool:
@@ -407,7 +422,8 @@ def open_store(uri: str, sqlite: SqliteSettings | None = None) -> MlflowClient:
     opened = _opened.get(uri)
     if opened is not None and identity is not None and opened[0] == identity:
         return opened[1]
-    prepare_store(uri, sqlite)
+    prepare_store(uri, sqlite)  # an existing SQLite store gets the skip check's index here
+    had_schema = not needs_schema_creation(uri)
     scheme = urlsplit(uri).scheme.lower()
     sql = scheme == "sqlite" or scheme.startswith(("postgresql", "mysql"))
 
@@ -422,6 +438,8 @@ def open_store(uri: str, sqlite: SqliteSettings | None = None) -> MlflowClient:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise TrackingUnavailableError(f"tracking database {redact(uri)} is unavailable: {first}") from exc
         raise
+    if sql and (db is None or not had_schema):  # a database server, or a schema MLflow built just now
+        _ensure_indexes(uri, client)
     if db is not None:
         _enable_wal(db, sqlite)  # a no-op when already WAL (MLflow created the schema just now otherwise)
         _relax_sync(client, sqlite)
