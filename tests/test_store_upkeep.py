@@ -167,6 +167,17 @@ def test_closing_a_sweep_refreshes_the_statistics(store, tmp_path: Path) -> None
     assert ("tags", upkeep.SQLITE_INDEX) in _stat1(db)
 
 
+def test_train_py_leaves_statistics_after_a_single_job_and_after_a_sweep(tmp_path: Path) -> None:
+    """A job outside a sweep analyses the store when it ends; a sweep's launching process when the sweep ends."""
+    from conftest import Store
+
+    for name, args in (("single", ()), ("sweep", ("-m", "seed=0,1"))):
+        (tmp_path / name).mkdir()
+        store = Store(tmp_path / name)
+        assert store.train_in_process(*args, "dataset=digits", "training.iterations=20").returncode == 0
+        assert ("tags", upkeep.SQLITE_INDEX) in _stat1(store.root / "mlruns" / "mlflow.db"), name
+
+
 def test_upkeep_quietly_warns_instead_of_failing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     db = tmp_path / "mlflow.db"
     db.write_bytes(b"not a database, but not empty either")

@@ -126,6 +126,8 @@ def _run(cfg: DictConfig, job: JobContext) -> dict[str, Any]:
     status = execute(cfg, settings, identity, task, tracker, job.output_dir)
     print(f"{name}: {status} (run {tracker.run_id}, experiment {settings.tracking.experiment}, {session.uri})",
           file=sys.stderr)
+    if not job.multirun:  # a sweep's launching process does it once, when the sweep ends
+        session.refresh_statistics()
     return {"status": status, "run_id": tracker.run_id, "name": name}
 
 
