@@ -15,12 +15,15 @@ from __future__ import annotations
 import ast
 import contextlib
 import difflib
+import functools
 import math
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -68,6 +71,19 @@ _OUTCOMES = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed"}  # 
 _INT_RE = re.compile(r"[+-]?\d+")
 _FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|infinity|nan)", re.IGNORECASE)
 _PAGE = 1000
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, desc: str, total: int | None) -> Iterator[Any]:
+    """A tqdm bar on an interactive terminal when `enabled` (tqdm's disable=None: off in logs and CI)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="run", disable=None if enabled else True, leave=False,
+               mininterval=0.5)
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 class AnalysisError(ValueError):
@@ -170,16 +186,15 @@ def _experiment_id(client: MlflowClient, uri: str, experiment: str) -> str:
     return exp.experiment_id
 
 
-def _search_all(client: MlflowClient, experiment_id: str) -> list[Run]:
-    """Every active run of the experiment, paging through `search_runs` (1,000 per page)."""
-    runs: list[Run] = []
+def _search_pages(client: MlflowClient, experiment_id: str) -> Iterator[list[Run]]:
+    """Every active run of the experiment, a `search_runs` page (1,000 runs) at a time: no cap, no list of all."""
     token: str | None = None
     while True:
         page = client.search_runs([experiment_id], max_results=_PAGE, page_token=token)
-        runs.extend(page)
+        yield page
         token = page.token
         if not token:
-            return runs
+            return
 
 
 def _outcome(status: str, tags: Mapping[str, str]) -> str:
@@ -189,26 +204,63 @@ def _outcome(status: str, tags: Mapping[str, str]) -> str:
     return outcome
 
 
-def _row(run: Run, sweep_of_parent: Mapping[str, str]) -> dict[str, Any]:
-    info, tags = run.info, run.data.tags
+@dataclass
+class _Scan:
+    """What `load_runs` keeps of each run while paging: a row, its raw params, its summary metrics (strings
+    interned: thousands of runs share keys and most values), and each sweep parent's folder."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    params: list[dict[str, str]] = field(default_factory=list)
+    metrics: list[dict[str, float]] = field(default_factory=list)
+    sweep_of_parent: dict[str, str] = field(default_factory=dict)
+    read: int = 0
+
+    def add(self, run_id: str, name: str | None, status: str, start_time: int | None, end_time: int | None,
+            artifact_uri: str | None, tags: Mapping[str, str], params: Mapping[str, str],
+            metrics: Mapping[str, float]) -> None:
+        """One run as MLflow returns it (a `Run`'s info and data); parents only note their sweep folder."""
+        self.read += 1
+        if "config_hash" not in tags:
+            # A sweep's parent names its folder in `sweep.dir` (older parents also, or only, in `sweep_dir`).
+            self.sweep_of_parent[run_id] = tags.get("sweep.dir") or tags.get("sweep_dir", "")
+            return
+        self.rows.append(_row(run_id, name, status, start_time, end_time, artifact_uri, tags))
+        self.params.append({sys.intern(k): sys.intern(v) for k, v in params.items()})
+        self.metrics.append({sys.intern(k): v for k, v in metrics.items() if is_summary_metric(k)})
+
+
+def _row(run_id: str, name: str | None, status: str, start_time: int | None, end_time: int | None,
+         artifact_uri: str | None, tags: Mapping[str, str]) -> dict[str, Any]:
     parent = tags.get("mlflow.parentRunId")
-    end = info.end_time if info.status in _OUTCOMES else None
+    end = end_time if status in _OUTCOMES else None
     diverged = parse_param(tags.get("diverged_at_step"))
     row: dict[str, Any] = {
-        "run_id": info.run_id,
-        "run_name": info.run_name or tags.get("mlflow.runName"),
-        "status": info.status,
-        "outcome": _outcome(info.status, tags),
-        "start_time": info.start_time,
-        "duration_s": (end - info.start_time) / 1000.0 if end and info.start_time else math.nan,
+        "run_id": run_id,
+        "run_name": name or tags.get("mlflow.runName"),
+        "status": status,
+        "outcome": _outcome(status, tags),
+        "start_time": start_time,
+        "duration_s": (end - start_time) / 1000.0 if end and start_time else math.nan,
         "parent_run_id": parent,
-        "sweep_dir": tags.get("hydra.sweep_dir") or sweep_of_parent.get(parent or ""),
+        "sweep_dir": tags.get("hydra.sweep_dir"),  # else the parent's folder, filled in once every page is read
         "config_hash": tags.get("config_hash"),
         "error": tags.get("error"),
         "diverged_at_step": diverged if isinstance(diverged, int) else None,
-        "artifact_uri": info.artifact_uri,
+        "artifact_uri": artifact_uri,
     }
     return row
+
+
+def _scan_client(client: MlflowClient, experiment_id: str, bar: Any) -> _Scan:
+    """Page through `search_runs`, turning each page into rows before the next one is fetched."""
+    scan = _Scan()
+    for page in _search_pages(client, experiment_id):
+        for run in page:
+            info, data = run.info, run.data
+            scan.add(info.run_id, info.run_name, info.status, info.start_time, info.end_time, info.artifact_uri,
+                     data.tags, data.params, data.metrics)
+        bar.update(len(page))
+    return scan
 
 
 def _sweep_matches(sweep: str, parent_run_id: str | None, sweep_dir: str | None) -> bool:
@@ -256,6 +308,8 @@ def load_runs(
     tracking_uri: str | None = None,
     sweep: str | None = None,
     params: Mapping[str, object] | None = None,
+    *,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """One row per job run of `experiment` (FAILED, diverged, KILLED included, labelled in `outcome`).
 
@@ -269,20 +323,29 @@ def load_runs(
     of each summary metric (`is_summary_metric`). Rows are sorted by start time. `attrs` holds the
     experiment name and id, the tracking URI (`load_history` reuses it) and `params`, the param columns
     (`analysis.groups` groups runs by them; pandas drops attrs on merge, so add columns with `map`).
+    `attrs["runs_read"]`: how many runs the store returned (sweep parents included), `attrs["job_runs"]`: how
+    many were job runs (before the filters). Runs are read a page at a time, every page (no cap), each page
+    turned into rows at once; `progress`: a tqdm bar on a terminal.
     Raises AnalysisError for an unknown experiment, an experiment without job runs, or a filter that
     matches nothing.
     """
     client, uri = _client(tracking_uri)
     experiment_id = _experiment_id(client, uri, experiment)
-    found = _search_all(client, experiment_id)
-    # A sweep's parent names its folder in `sweep.dir` (older parents also, or only, in `sweep_dir`).
-    sweep_of_parent = {r.info.run_id: r.data.tags.get("sweep.dir") or r.data.tags.get("sweep_dir", "") for r in found
-                       if "config_hash" not in r.data.tags}
-    jobs = [r for r in found if "config_hash" in r.data.tags]
-    if not jobs:
+    with _progress(progress, "runs", None) as bar:
+        scan = _scan_client(client, experiment_id, bar)
+    if not scan.rows:
         raise AnalysisError(f"experiment {experiment!r} has no runs")
+    for row in scan.rows:  # as `tags.get("hydra.sweep_dir") or sweep_of_parent.get(parent)`, parents now all known
+        row["sweep_dir"] = row["sweep_dir"] or scan.sweep_of_parent.get(row["parent_run_id"] or "")
+    return _frame(scan, experiment, experiment_id, uri, sweep, params)
 
-    rows = [_row(r, sweep_of_parent) for r in jobs]
+
+def _frame(scan: _Scan, experiment: str, experiment_id: str, uri: str, sweep: str | None,
+           params: Mapping[str, object] | None) -> pd.DataFrame:
+    """The `load_runs` frame from the scanned rows (the same code for every way of reading the store)."""
+    rows = scan.rows
+    raw_params = {row["run_id"]: p for row, p in zip(scan.rows, scan.params, strict=True)}
+    run_metrics = {row["run_id"]: m for row, m in zip(scan.rows, scan.metrics, strict=True)}
     if sweep is not None:
         chosen = [row for row in rows if _sweep_matches(str(sweep), row["parent_run_id"], row["sweep_dir"])]
         if not chosen:
@@ -292,17 +355,15 @@ def load_runs(
                                 f"sweeps: {', '.join(sweeps) or '(none)'}")
         rows = chosen
     frame = pd.DataFrame(rows, columns=list(BASE_COLUMNS))
-    raw_params = {r.info.run_id: dict(r.data.params) for r in jobs}
     if params:
         frame = _params_filter(frame, raw_params, params, experiment)
 
-    by_id = {r.info.run_id: r for r in jobs}
     ids = list(frame["run_id"])
     param_keys = sorted({k for rid in ids for k in raw_params[rid]})
-    metric_keys = sorted({k for rid in ids for k in by_id[rid].data.metrics if is_summary_metric(k)})
+    metric_keys = sorted({k for rid in ids for k in run_metrics[rid]})
+    parsed = functools.lru_cache(maxsize=None)(parse_param)  # values repeat across runs; parse each once
     extra = pd.DataFrame(
-        [{**{_free(k): parse_param(v) for k, v in raw_params[rid].items()},
-          **{k: v for k, v in by_id[rid].data.metrics.items() if is_summary_metric(k)}} for rid in ids],
+        [{**{_free(k): parsed(v) for k, v in raw_params[rid].items()}, **run_metrics[rid]} for rid in ids],
         columns=[_free(k) for k in param_keys] + metric_keys,
         index=frame.index,
     )
@@ -314,7 +375,8 @@ def load_runs(
     frame["diverged_at_step"] = frame["diverged_at_step"].astype("Int64")
     frame = frame.sort_values(["start_time", "run_name"], kind="stable").reset_index(drop=True)
     frame.attrs.update({"experiment": experiment, "experiment_id": experiment_id, "tracking_uri": uri,
-                        "params": tuple(_free(k) for k in param_keys)})
+                        "params": tuple(_free(k) for k in param_keys), "runs_read": scan.read,
+                        "job_runs": len(scan.rows)})
     return frame
 
 
