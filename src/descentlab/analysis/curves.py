@@ -32,11 +32,12 @@ def grid_every(n_steps: int, points: int = GRID_POINTS) -> int:
 
 
 def grid_note(every: int, smooth: str | None = None) -> str:
-    """The sentence figures and reports carry about the step grid."""
+    """What figures and reports say about the step grid, e.g. "kaiser-smoothed over all steps, then every 4th step
+    shown (and each run's last step)"."""
     if every <= 1:
-        return "curves: every logged step" + (f", {smooth}-smoothed" if smooth else "")
+        return "every logged step" + (f", {smooth}-smoothed" if smooth else "")
     smoothed = f"{smooth}-smoothed over all steps, then " if smooth else ""
-    return f"curves: {smoothed}every {every}th step shown (and each run's last step)"
+    return f"{smoothed}every {every}th step shown (and each run's last step)"
 
 
 def run_series(history: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
