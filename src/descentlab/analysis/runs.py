@@ -22,6 +22,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -581,13 +582,29 @@ def _run_refs(runs: pd.DataFrame | Iterable[str], columns: Sequence[str], tracki
     if missing:
         raise AnalysisError(f"columns not in runs: {', '.join(missing)}")
     uri = tracking_uri or frame.attrs.get("tracking_uri")
-    client, _ = _client(uri)
     ids = [str(r) for r in frame["run_id"]]
     if "artifact_uri" in frame.columns:
+        client: Any = _LazyClient(uri)  # local CSVs need no store: opening MLflow's costs ~2 s
         uris = [u if isinstance(u, str) else None for u in frame["artifact_uri"]]
     else:
+        client, _ = _client(uri)
         uris = [client.get_run(rid).info.artifact_uri for rid in ids]
     return frame, client, ids, uris
+
+
+class _LazyClient:
+    """An `MlflowClient` opened on first use (a download, a run without a CSV), once, from any thread."""
+
+    def __init__(self, tracking_uri: str | None) -> None:
+        self._uri = tracking_uri
+        self._client: MlflowClient | None = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client, _ = _client(self._uri)
+        return getattr(self._client, name)
 
 
 def iter_histories(
