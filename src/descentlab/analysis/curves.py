@@ -37,7 +37,12 @@ def grid_note(every: int, smooth: str | None = None) -> str:
     if every <= 1:
         return "every logged step" + (f", {smooth}-smoothed" if smooth else "")
     smoothed = f"{smooth}-smoothed over all steps, then " if smooth else ""
-    return f"{smoothed}every {every}th step shown (and each run's last step)"
+    return f"{smoothed}every {_ordinal(every)} step shown (and each run's last step)"
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def run_series(history: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -129,7 +134,8 @@ class CurveStats:
             codes = np.zeros(len(runs), dtype=np.int64)
         self._group_of: dict[Hashable, int] = dict(zip(runs["run_id"], codes.tolist(), strict=True))
         firsts = pd.Series(np.arange(len(runs))).groupby(codes, sort=True).first()
-        self._values = {int(g): tuple(runs[c].iloc[i] for c in self.by) for g, i in firsts.items()}
+        # One row per group (its first run's values), in group order: keeps the columns' dtypes for the output.
+        self._keys = runs[self.by].iloc[firsts.to_numpy()].reset_index(drop=True)
         self._accs: dict[int, _Acc] = {}
         self.runs_added = 0
 
@@ -148,16 +154,17 @@ class CurveStats:
 
     def frame(self) -> pd.DataFrame:
         """Columns *by, step, mean, std, count, ordered by group values, then step (as a sorted groupby)."""
-        parts = []
+        groups, parts = [], []
         for group, acc in self._accs.items():
             n = acc.n.astype(float)
             with np.errstate(invalid="ignore", divide="ignore"):
                 mean = np.where(acc.n > 0, acc.mean, np.nan)
                 std = np.where(acc.n > 1, np.sqrt(np.maximum(acc.m2, 0.0) / (n - 1)), np.nan)
-            keys = {c: [v] * len(acc.steps) for c, v in zip(self.by, self._values[group], strict=True)}
-            parts.append(pd.DataFrame({**keys, "step": acc.steps, "mean": mean, "std": std, "count": acc.n}))
+            groups.append(np.full(len(acc.steps), group))
+            parts.append(pd.DataFrame({"step": acc.steps, "mean": mean, "std": std, "count": acc.n}))
         columns = [*self.by, "step", "mean", "std", "count"]
         if not parts:
             return pd.DataFrame(columns=columns)
-        out = pd.concat(parts, ignore_index=True)[columns]
+        keys = self._keys.iloc[np.concatenate(groups)].reset_index(drop=True)
+        out = pd.concat([keys, pd.concat(parts, ignore_index=True)], axis=1)[columns]
         return out.sort_values([*self.by, "step"], kind="stable", na_position="last").reset_index(drop=True)
