@@ -258,3 +258,33 @@ def test_iter_histories_yields_what_load_history_holds(store: Store) -> None:
         expected = history[history["run_id"] == run_id].drop(columns="run_id").reset_index(drop=True)
         pd.testing.assert_frame_equal(part, expected, check_exact=True)
     assert seen == list(runs["run_id"])
+
+
+@pytest.mark.e2e
+def test_load_runs_by_sql_equals_the_client_on_postgresql(postgres_cluster: object, tmp_path: Path) -> None:
+    """The same on a PostgreSQL store: a parent, job runs with a NaN and an infinite metric, a deleted run, a run
+    named only by its tag, a run in another experiment (none of the last three is read)."""
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    uri = postgres_cluster.create_database("analysis_stream")  # type: ignore[attr-defined]
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment(EXPERIMENT, artifact_location=(tmp_path / "a").as_uri())
+    other = client.create_experiment("other", artifact_location=(tmp_path / "b").as_uri())
+    parent = client.create_run(exp, start_time=1, run_name="sweep", tags={"sweep.dir": "multirun/y"})
+    for i, value in enumerate([0.5, float("nan"), float("inf"), 0.25]):
+        run = client.create_run(exp, start_time=10 + i // 2, run_name=f"job{i}" if i != 3 else None,
+                                tags={"config_hash": f"h{i}", "mlflow.parentRunId": parent.info.run_id,
+                                      **({"mlflow.runName": "tagged"} if i == 3 else {})})
+        metrics = [Metric("final/train_loss", value, 0, 5), Metric("train/loss", 1, 0, 1)]
+        client.log_batch(run.info.run_id, metrics=metrics,
+                         params=[Param("optimizer.name", "adam" if i % 2 else "sgd"), Param("seed", str(i)),
+                                 Param("optimizer.lr", "0.010")])
+        client.set_terminated(run.info.run_id, "FINISHED" if i else "FAILED", end_time=20 + i)
+    client.delete_run(client.create_run(exp, tags={"config_hash": "gone"}).info.run_id)
+    client.create_run(other, tags={"config_hash": "elsewhere"})
+    by_sql = load_runs(EXPERIMENT, tracking_uri=uri, via="sql")
+    by_client = load_runs(EXPERIMENT, tracking_uri=uri, via="client")
+    pd.testing.assert_frame_equal(by_sql, by_client, check_exact=True)
+    assert by_sql.attrs == by_client.attrs and by_sql.attrs["runs_read"] == 5 and len(by_sql) == 4
+    assert set(by_sql["sweep_dir"]) == {"multirun/y"} and "tagged" in set(by_sql["run_name"])
