@@ -24,12 +24,30 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
 SHORT = {"optimizer": "optimizer.name", "model": "model.name", "dataset": "dataset.name", "lr": "optimizer.lr",
          "iterations": "training.iterations"}
 METRICS = ("final/train_loss", "final/test_acc", "best/test_acc", "duration_s")
 OPTIMIZER = "optimizer.name"
+LOSS = "train/loss"
+SMOOTH = "kaiser"  # the book's smoothing of loss curves
+TARGET_WINDOW = 50  # steps to the loss target: the first step whose trailing 50-step mean reaches it
+
+
+def _steps(runs: pd.DataFrame) -> int:
+    """Steps of the longest run (training.iterations), for the curves' step grid; 1 when not logged."""
+    if "training.iterations" in runs.columns:
+        import pandas as pd
+
+        longest = pd.to_numeric(runs["training.iterations"], errors="coerce").max()
+        if longest == longest and longest >= 1:  # not NaN
+            return int(longest)
+    return 1
 
 
 def columns(spec: str) -> tuple[str, ...]:
@@ -52,30 +70,59 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-log", action="store_true", help="do not log the outputs to MLflow")
     args = parser.parse_args(argv)
 
-    from descentlab.analysis import plots, stats, tables
+    from descentlab.analysis import curves, plots, stats, tables
     from descentlab.analysis.groups import group_runs
     from descentlab.analysis.report import log_analysis_run
-    from descentlab.analysis.runs import AnalysisError, default_tracking_uri, load_history, load_runs
+    from descentlab.analysis.runs import AnalysisError, default_tracking_uri, iter_histories, load_runs
+    from descentlab.analysis.smoothing import get_smoother
 
     uri = default_tracking_uri()
     by = columns(args.by) if args.by else None
     try:
-        runs = load_runs(args.experiment, tracking_uri=uri, sweep=args.sweep)
+        runs = load_runs(args.experiment, tracking_uri=uri, sweep=args.sweep, progress=True)
         grouping = group_runs(runs, by)
     except AnalysisError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    print(f"read {runs.attrs['runs_read']} runs of experiment {args.experiment}: {runs.attrs['job_runs']} job runs, "
+          f"{len(runs)} analysed")
     out = args.out or REPO / "reports" / args.experiment
     out.mkdir(parents=True, exist_ok=True)
 
-    history = load_history(runs, metrics=["train/loss"], tracking_uri=uri)
+    pooled = grouping.pooled_text()
+    shown = list(grouping.shown) or ([OPTIMIZER] if OPTIMIZER in runs.columns else [])
+    col = "model.name" if "model.name" in shown else None
+    row = "dataset.name" if "dataset.name" in shown else None
+    hue = [c for c in shown if c not in (col, row)] or None
+    every = curves.grid_every(_steps(runs))
+    with warnings.catch_warnings():
+        if pooled:  # the user asked to pool; every output says so instead of a warning per figure
+            warnings.simplefilter("ignore", UserWarning)
+        layout = plots.curve_layout(runs, hue=hue, col=col, row=row)
+    # One pass over the histories, one run at a time: steps to the loss target, and each run's smoothed curve on
+    # the step grid added into the figure's and the CSV's per-group accumulators. Nothing else of a run is kept.
+    figure_curves = curves.CurveStats(layout.selected, layout.by)
+    csv_curves = curves.CurveStats(plots.select_runs(runs, plots.COMPLETE_OUTCOMES)[0], shown)
+    smoother = get_smoother(SMOOTH)
+    reached: dict[str, float] = {}
+    for run_id, history in iter_histories(runs, metrics=[LOSS], tracking_uri=uri, progress=True):
+        if history.empty:
+            continue
+        steps, values = curves.run_series(history)
+        reached[run_id] = stats.first_step_at(steps, values, args.loss_target, smooth_window=TARGET_WINDOW)
+        if run_id in figure_curves or run_id in csv_curves:
+            grid_steps, grid_values = curves.prepare_curve(steps, values, smoother, every)
+            figure_curves.add(run_id, grid_steps, grid_values)
+            csv_curves.add(run_id, grid_steps, grid_values)
     target_col = f"steps_to_loss_{args.loss_target:g}"
-    if not history.empty:
-        reached = stats.steps_to_target(history, args.loss_target, metric="train/loss", smooth_window=50)
-        runs[target_col] = runs["run_id"].map(reached.set_index("run_id")["step"])  # map keeps attrs["params"]
+    if reached:
+        runs[target_col] = runs["run_id"].map(reached).astype(float)  # map keeps attrs["params"]
     metrics = tuple(m for m in (*METRICS, target_col) if m in runs.columns)
     summary = stats.aggregate(runs, by=by, metrics=metrics)
     wide = tables.format_summary(summary)
+    note = f"loss_curves.csv and loss_curves.png: {curves.grid_note(every, SMOOTH)}"
+    if reached:
+        wide.attrs["notes"] = [*wide.attrs["notes"], note]
     unit = "configurations" if by is None else "groups"
     title = f"{args.experiment}: {len(runs)} runs in {len(wide)} {unit}"
     tables.print_table(wide, title=title)
@@ -90,21 +137,16 @@ def main(argv: list[str] | None = None) -> int:
                 comparison = stats.compare_to_baseline(runs, args.baseline, metric, by=by)
                 tables.to_csv(comparison, out / f"vs_{args.baseline}_{metric.replace('/', '_')}.csv")
 
-    pooled = grouping.pooled_text()
-    shown = list(grouping.shown) or ([OPTIMIZER] if OPTIMIZER in runs.columns else [])
     with warnings.catch_warnings():
-        if pooled:  # the user asked to pool; every output says so instead of a warning per figure
+        if pooled:
             warnings.simplefilter("ignore", UserWarning)
-        if not history.empty:
-            col = "model.name" if "model.name" in shown else None
-            row = "dataset.name" if "dataset.name" in shown else None
-            hue = [c for c in shown if c not in (col, row)] or None
-            fig = plots.loss_curves(history, runs, metric="train/loss", hue=hue, col=col, row=row, smooth="kaiser",
-                                    logy=args.logy)
+        if reached:
+            fig = plots.draw_loss_curves(plots.summarize_curves(figure_curves), layout, metric=LOSS, smooth=SMOOTH,
+                                         logy=args.logy)
+            plots.add_note(fig, f"curves: {curves.grid_note(every, SMOOTH)}")
             plots.add_note(fig, pooled)
             plots.save_figure(fig, out, "loss_curves")
-            curves = plots.curve_summary(history, runs, metric="train/loss", by=shown, smooth="kaiser")
-            tables.to_csv(curves, out / "loss_curves.csv")
+            tables.to_csv(plots.summarize_curves(csv_curves), out / "loss_curves.csv")
         if "final/train_loss" in runs.columns and shown:
             fig = plots.final_metric_points(runs, metric="final/train_loss", x=shown, hue=None, logy=args.logy)
             plots.add_note(fig, pooled)

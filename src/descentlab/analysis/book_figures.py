@@ -16,12 +16,12 @@ from descentlab.analysis.plots import (
     OPTIMIZER_COLUMN,
     _excluded_note,
     _order,
-    _select_runs,
     add_note,
     curve_summary,
     new_figure,
     optimizer_style,
     plot_mean_band,
+    select_runs,
 )
 from descentlab.analysis.smoothing import smooth_kaiser
 
@@ -107,7 +107,7 @@ def _select_for_book(runs: pd.DataFrame, outcomes: Collection[str] | None) -> tu
     for c in (OPTIMIZER_COLUMN, "seed"):
         if c not in runs.columns:
             raise ValueError(f"runs has no column {c!r}")
-    return _select_runs(runs, outcomes)
+    return select_runs(runs, outcomes)
 
 
 def figure_6_9(

@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.transforms import blended_transform_factory
 
+from descentlab.analysis.curves import CurveStats, prepare_curve, run_series
 from descentlab.analysis.groups import iter_groups, sort_key, value_text
 from descentlab.analysis.labels import axis_label, setting_label
 from descentlab.analysis.smoothing import Smoother, get_smoother
@@ -36,11 +37,14 @@ __all__ = [
     "OPTIMIZER_LABELS",
     "OPTIMIZER_MARKERS",
     "OPTIMIZER_ORDER",
+    "CurveLayout",
     "Levels",
     "Style",
     "add_note",
     "auto_logy",
+    "curve_layout",
     "curve_summary",
+    "draw_loss_curves",
     "final_metric_points",
     "group_levels",
     "loss_curves",
@@ -50,6 +54,8 @@ __all__ = [
     "performance_profile_plot",
     "plot_mean_band",
     "save_figure",
+    "select_runs",
+    "summarize_curves",
     "t_errorbar",
 ]
 
@@ -171,7 +177,7 @@ def _half_width(errorbar: Errorbar, std: pd.Series, n: pd.Series) -> np.ndarray:
     raise ValueError(f"errorbar must be ('ci', level), ('se', k), ('sd', k) or None, got {errorbar!r}")
 
 
-def _select_runs(runs: pd.DataFrame, outcomes: Collection[str] | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def select_runs(runs: pd.DataFrame, outcomes: Collection[str] | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split runs into the ones to aggregate and the rest (reported, never silently dropped)."""
     if outcomes is None or "outcome" not in runs.columns:
         return runs, runs.iloc[0:0]
@@ -359,8 +365,9 @@ def curve_summary(
     """Mean of `metric` per (`by`..., step) over runs, with band limits: columns *by, step, mean, lo, hi, n.
 
     Each run is smoothed first (over its own full series), then steps are thinned to every `every`-th (the
-    last step always kept), then means and t intervals are computed analytically with one groupby: a
-    bootstrap per step (seaborn's default) takes minutes on 2,000 steps and is noisy with 3 seeds.
+    last step always kept), then means and t intervals are computed analytically: a bootstrap per step
+    (seaborn's default) takes minutes on 2,000 steps and is noisy with 3 seeds. The runs go one at a time
+    through `curves.CurveStats`, the accumulator `analyze.py` feeds while it streams histories.
     """
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
@@ -368,22 +375,25 @@ def curve_summary(
     missing = [c for c in by if c not in runs.columns]
     if missing:
         raise ValueError(f"runs has no column(s) {missing}; columns: {sorted(runs.columns)}")
-    selected, _ = _select_runs(runs, outcomes)
-    h = history.loc[history["metric"] == metric, ["run_id", "step", "value"]]
-    h = h.merge(selected[["run_id", *by]], on="run_id", how="inner")
-    if h.empty:
-        return pd.DataFrame(columns=[*by, "step", "mean", "lo", "hi", "n"])
-    h = h.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
+    selected, _ = select_runs(runs, outcomes)
+    acc = CurveStats(selected, by)
     smoother = get_smoother(smooth, window=window, alpha=alpha)
-    if smoother is not None:
-        h["value"] = h.groupby("run_id", sort=False)["value"].transform(lambda v: smoother(v.to_numpy()))
-    if every > 1:
-        last = h.groupby("run_id", sort=False)["step"].transform("max")
-        h = h[(h["step"] % every == 0) | (h["step"] == last)]
-    agg = h.groupby([*by, "step"], dropna=False, sort=True)["value"].agg(["mean", "std", "count"]).reset_index()
+    h = history.loc[history["metric"] == metric, ["run_id", "step", "value"]]
+    h = h[h["run_id"].isin(selected["run_id"])]
+    for run_id, points in h.groupby("run_id", sort=False):
+        steps, values = run_series(points)
+        acc.add(run_id, *prepare_curve(steps, values, smoother, every))
+    return summarize_curves(acc, errorbar)
+
+
+def summarize_curves(acc: CurveStats, errorbar: Errorbar = ("ci", 95)) -> pd.DataFrame:
+    """The accumulated curves as `curve_summary` returns them: *by, step, mean, lo, hi, n."""
+    agg = acc.frame()
+    if agg.empty:
+        return pd.DataFrame(columns=[*acc.by, "step", "mean", "lo", "hi", "n"])
     half = _half_width(errorbar, agg["std"], agg["count"])
     return agg.assign(lo=agg["mean"] - half, hi=agg["mean"] + half, n=agg["count"])[
-        [*by, "step", "mean", "lo", "hi", "n"]
+        [*acc.by, "step", "mean", "lo", "hi", "n"]
     ]
 
 
@@ -419,6 +429,44 @@ def plot_mean_band(ax: Any, steps: np.ndarray, mean: np.ndarray, lo: np.ndarray,
         ax.fill_between(steps, lo, hi, where=ok, color=style.color, alpha=band_alpha, lw=0)
 
 
+@dataclass(frozen=True)
+class CurveLayout:
+    """What `loss_curves` draws before any history is read: the runs averaged (`selected`, with a `_hue` column
+    when there is a hue), the ones left out, and the grouping (`by`: row, column and hue variables)."""
+
+    selected: pd.DataFrame
+    excluded: pd.DataFrame
+    by: list[str]
+    hue_cols: list[str]
+    levels: Levels | None
+    row_var: str | None
+    col_var: str | None
+
+
+def curve_layout(
+    runs: pd.DataFrame,
+    hue: str | Sequence[str] | None = OPTIMIZER_COLUMN,
+    col: str | None = "model.name",
+    row: str | None = "dataset.name",
+    outcomes: Collection[str] | None = COMPLETE_OUTCOMES,
+) -> CurveLayout:
+    """The facets and hue levels of `loss_curves` from the runs alone, so histories can be streamed into
+    `curves.CurveStats(layout.selected, layout.by)` and drawn with `draw_loss_curves`."""
+    selected, excluded = select_runs(runs, outcomes)
+    row_var, col_var = _facet_var(selected, row), _facet_var(selected, col)
+    hue_cols = [c for c in _columns(hue) if c not in (row_var, col_var)]
+    missing = [c for c in hue_cols if c not in selected.columns]
+    if missing:
+        raise ValueError(f"runs has no hue column {missing[0]!r}")
+    levels = group_levels(selected, hue_cols) if hue_cols and not selected.empty else None
+    if levels is not None:
+        selected = selected.assign(_hue=levels.labels)
+    hue_var = "_hue" if levels is not None else None
+    by = [v for v in (row_var, col_var, hue_var) if v is not None]
+    _warn_pooled(selected, [v for v in (row_var, col_var, *hue_cols) if v is not None])
+    return CurveLayout(selected, excluded, by, hue_cols, levels, row_var, col_var)
+
+
 def loss_curves(
     history: pd.DataFrame,
     runs: pd.DataFrame,
@@ -441,22 +489,30 @@ def loss_curves(
     early is biased towards the survivors) and counted in a footnote. `logy=None`: log y when the curves
     span more than `LOG_DECADES` decades. Warns when a curve holds several runs of one seed (pooled configs).
     """
-    selected, excluded = _select_runs(runs, outcomes)
-    row_var, col_var = _facet_var(selected, row), _facet_var(selected, col)
-    hue_cols = [c for c in _columns(hue) if c not in (row_var, col_var)]
-    missing = [c for c in hue_cols if c not in selected.columns]
-    if missing:
-        raise ValueError(f"runs has no hue column {missing[0]!r}")
-    levels = group_levels(selected, hue_cols) if hue_cols and not selected.empty else None
-    if levels is not None:
-        selected = selected.assign(_hue=levels.labels)
-    hue_var = "_hue" if levels is not None else None
-    by = [v for v in (row_var, col_var, hue_var) if v is not None]
-    _warn_pooled(selected, [v for v in (row_var, col_var, *hue_cols) if v is not None])
-    summary = curve_summary(history, selected, metric, by, smooth=smooth, errorbar=errorbar, every=every,
-                            outcomes=None)
+    layout = curve_layout(runs, hue=hue, col=col, row=row, outcomes=outcomes)
+    summary = curve_summary(history, layout.selected, metric, layout.by, smooth=smooth, errorbar=errorbar,
+                            every=every, outcomes=None)
+    return draw_loss_curves(summary, layout, metric=metric, smooth=smooth, errorbar=errorbar, logy=logy,
+                            outcomes=outcomes, height=height, aspect=aspect)
+
+
+def draw_loss_curves(
+    summary: pd.DataFrame,
+    layout: CurveLayout,
+    metric: str = "train/loss",
+    smooth: str | Smoother | None = None,
+    errorbar: Errorbar = ("ci", 95),
+    logy: bool | None = None,
+    outcomes: Collection[str] | None = COMPLETE_OUTCOMES,
+    height: float = 3.2,
+    aspect: float = 1.5,
+) -> Figure:
+    """The `loss_curves` figure from a curve summary grouped by `layout.by` (`curve_summary` or
+    `summarize_curves` of streamed `CurveStats`)."""
+    row_var, col_var, levels, hue_cols, by = layout.row_var, layout.col_var, layout.levels, layout.hue_cols, layout.by
     if summary.empty:
         raise ValueError(f"no {metric!r} history for the selected runs (outcomes {outcomes})")
+    hue_var = "_hue" if levels is not None else None
 
     row_levels = _order(summary[row_var], row_var) if row_var else [None]
     col_levels = _order(summary[col_var], col_var) if col_var else [None]
@@ -501,7 +557,7 @@ def loss_curves(
     if summary["n"].max() > 1 and summary["n"].min() < 2:
         band += " (none where n=1)"
     fig.suptitle(f"{axis_label(metric)}: mean of {_n_text(summary['n'])} per curve, {band}{smoothing}", fontsize=10)
-    add_note(fig, _excluded_note(excluded))
+    add_note(fig, _excluded_note(layout.excluded))
     return fig
 
 
@@ -548,7 +604,7 @@ def final_metric_points(
             raise ValueError(f"runs has no column {c!r}")
     x_levels = group_levels(runs, x_cols, sep="\n")
     runs = runs.assign(_x=x_levels.labels)
-    selected, excluded = _select_runs(runs, outcomes)
+    selected, excluded = select_runs(runs, outcomes)
     selected = selected[np.isfinite(selected[metric].astype(float))]
     if selected.empty:
         raise ValueError(f"no finished run has a finite {metric!r}")
@@ -630,7 +686,7 @@ def lr_sensitivity(
     levels = group_levels(runs, hue_cols) if hue_cols else None
     if levels is not None:
         runs = runs.assign(_hue=levels.labels)
-    selected, excluded = _select_runs(runs, outcomes)
+    selected, excluded = select_runs(runs, outcomes)
     selected = selected[np.isfinite(selected[metric].astype(float))]
     if selected.empty:
         raise ValueError(f"no finished run has a finite {metric!r}")

@@ -32,6 +32,7 @@ __all__ = [
     "OUTCOMES",
     "aggregate",
     "compare_to_baseline",
+    "first_step_at",
     "grouping_for",
     "performance_profile",
     "performance_ratios",
@@ -134,6 +135,19 @@ def aggregate(
     return result
 
 
+def first_step_at(steps: np.ndarray, values: np.ndarray, target: float, smooth_window: int = 1, *,
+                  lower_is_better: bool = True) -> float:
+    """One run's `steps_to_target`: the first step (of `steps`, sorted) whose trailing `smooth_window`-point mean
+    reaches `target`; NaN if none. `analyze.py` calls it per streamed run, `steps_to_target` per run of a frame."""
+    if smooth_window < 1:
+        raise AnalysisError(f"smooth_window must be >= 1, got {smooth_window}")
+    series = pd.Series(np.asarray(values, dtype=float))
+    if smooth_window > 1:
+        series = series.rolling(smooth_window, min_periods=smooth_window).mean()
+    hit = (series <= target if lower_is_better else series >= target).to_numpy()
+    return float(np.asarray(steps)[hit].min()) if hit.any() else math.nan
+
+
 def steps_to_target(
     history: pd.DataFrame,
     target: float,
@@ -157,12 +171,9 @@ def steps_to_target(
         raise AnalysisError(f"history lacks columns {', '.join(missing)} (use load_history)")
     run_ids = pd.unique(history["run_id"])
     points = history[history["metric"] == metric].sort_values(["run_id", "step"], kind="stable")
-    values = points["value"].astype(float)
-    if smooth_window > 1:
-        values = values.groupby(points["run_id"], sort=False).transform(
-            lambda s: s.rolling(smooth_window, min_periods=smooth_window).mean())
-    hit = values <= target if lower_is_better else values >= target
-    first = points.loc[hit[hit].index].groupby("run_id", sort=False)["step"].min()
+    first = {run_id: first_step_at(part["step"].to_numpy(), part["value"].to_numpy(dtype=float), target,
+                                   smooth_window, lower_is_better=lower_is_better)
+             for run_id, part in points.groupby("run_id", sort=False)}
     result = pd.DataFrame({"run_id": run_ids})
     result["step"] = result["run_id"].map(first).astype(float)
     result["reached"] = result["step"].notna()
