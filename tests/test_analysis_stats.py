@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -228,6 +229,51 @@ def test_compare_to_baseline_errors() -> None:
         compare_to_baseline(RUNS, "rmsprop", "final/train_loss")
     with pytest.raises(AnalysisError, match="no column 'final/x'"):
         compare_to_baseline(RUNS, "sgd", "final/x")
+
+
+def test_compare_to_baseline_matches_scipy_pair_by_pair_on_many_arms() -> None:
+    """The vectorised statistics equal scipy's ttest_ind/ttest_rel called on each pair's runs, degenerate arms too:
+    one run, constant values, no shared seed, several runs of one seed, a context without the baseline."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for model in ("mlp", "cnn"):
+        for name, lrs in (("sgd", (0.1, 0.01, 0.001)), ("adam", (0.001, 0.0001)), ("rmsprop", (0.01,))):
+            for lr in lrs:
+                for seed in range(int(rng.integers(1, 6))):
+                    rows.append((name, model, lr, seed, float(rng.normal(1.0, 0.2))))
+    rows += [("adam", "mlp", 0.5, 0, 0.7), ("adam", "mlp", 0.5, 1, 0.7), ("adam", "mlp", 0.5, 2, 0.7)]  # constant
+    rows += [("rmsprop", "mlp", 0.2, 9, 1.1), ("rmsprop", "mlp", 0.2, 8, 1.3)]  # no seed shared with sgd's 0..4
+    rows += [("adam", "cnn", 0.3, 0, 0.9), ("adam", "cnn", 0.3, 0, 1.0), ("adam", "cnn", 0.3, 1, 1.2)]  # seed twice
+    rows += [("adam", "rnn", 0.1, 0, 1.0), ("adam", "rnn", 0.1, 1, 2.0)]  # no sgd on rnn
+    runs = pd.DataFrame(rows, columns=["optimizer.name", "model.name", "optimizer.lr", "seed", "final/train_loss"])
+    runs["outcome"] = "finished"
+    result = compare_to_baseline(runs, "sgd", "final/train_loss")
+    assert len(result) == 5 * 3 + 4 * 3 + 1  # mlp: 5 arms x 3 sgd lrs, cnn: 4 x 3, rnn: 1 row without a baseline
+    for r in result.to_dict("records"):
+        mine = runs[(runs["model.name"] == r["model.name"]) & (runs["optimizer.name"] == r["optimizer.name"])
+                    & np.isclose(runs["optimizer.lr"], r["optimizer.lr"])]
+        base = runs[(runs["model.name"] == r["model.name"]) & (runs["optimizer.name"] == "sgd")
+                    & np.isclose(runs["optimizer.lr"], r["baseline optimizer.lr"])]
+        o, b = mine["final/train_loss"].to_numpy(), base["final/train_loss"].to_numpy()
+        assert (r["n"], r["n_baseline"]) == (len(o), len(b))
+        expected = dict.fromkeys(("t", "df", "p", "ci_low", "ci_high", "paired_p", "paired_ci_low"), math.nan)
+        if len(o) >= 2 and len(b) >= 2:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore", RuntimeWarning)
+                res = sps.ttest_ind(o, b, equal_var=False)
+            ci = res.confidence_interval(0.95)
+            expected.update(t=res.statistic, df=res.df, p=res.pvalue, ci_low=ci.low, ci_high=ci.high)
+        if not mine["seed"].duplicated().any() and not base["seed"].duplicated().any():
+            pairs = mine.merge(base, on="seed")
+            assert r["n_pairs"] == len(pairs)
+            if len(pairs) >= 2:
+                with np.errstate(all="ignore"):
+                    res = sps.ttest_rel(pairs["final/train_loss_x"], pairs["final/train_loss_y"])
+                expected.update(paired_p=res.pvalue, paired_ci_low=res.confidence_interval(0.95).low)
+        else:
+            assert r["n_pairs"] == 0
+        for key, value in expected.items():
+            assert r[key] == pytest.approx(value, rel=1e-9, nan_ok=True), (key, r)
 
 
 # -- performance profile --------------------------------------------------------------------------

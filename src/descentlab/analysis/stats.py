@@ -16,8 +16,9 @@ an `outcome` column every row counts as finished.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -191,41 +192,71 @@ def _ci(result: object, confidence: float) -> tuple[float, float]:
     return float(ci.low), float(ci.high)
 
 
-def _welch(other: np.ndarray, base: np.ndarray, confidence: float) -> dict[str, float]:
-    out = dict.fromkeys(("diff", "ci_low", "ci_high", "t", "df", "p"), math.nan)
-    if len(other) and len(base):
-        out["diff"] = float(other.mean() - base.mean())
-    if len(other) >= 2 and len(base) >= 2:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)  # zero variance on both sides: t is NaN
-            res = sps.ttest_ind(other, base, equal_var=False)
-            out.update(t=float(res.statistic), df=float(res.df), p=float(res.pvalue))
-            out["ci_low"], out["ci_high"] = _ci(res, confidence)
-    return out
+@dataclass(frozen=True)
+class _Arm:
+    """One side of a comparison: its finite metric values and, when each `pair_on` value has one run, the value per
+    seed (for the paired test); computed once per arm, not once per pair."""
+
+    values: np.ndarray
+    by_seed: dict[Any, float] | None
+
+    @classmethod
+    def of(cls, rows: pd.DataFrame, metric: str, pair_on: str | None) -> _Arm:
+        values = rows[metric].to_numpy(dtype=float)
+        if pair_on is None or pair_on not in rows.columns:
+            return cls(values, None)
+        kept = rows[[pair_on, metric]].dropna()
+        if kept[pair_on].duplicated().any():
+            return cls(values, None)  # several runs per seed: pairing is ambiguous
+        return cls(values, dict(zip(kept[pair_on], kept[metric].astype(float), strict=True)))
+
+    def mean(self) -> float:
+        return float(self.values.mean()) if len(self.values) else math.nan
+
+    def var(self) -> float:
+        return float(self.values.var(ddof=1)) if len(self.values) > 1 else math.nan
 
 
-def _paired(other: pd.DataFrame, base: pd.DataFrame, metric: str, pair_on: str | None,
-            confidence: float) -> dict[str, float]:
-    out = {"n_pairs": 0, "paired_diff": math.nan, "paired_ci_low": math.nan, "paired_ci_high": math.nan,
-           "paired_p": math.nan}
-    if pair_on is None or pair_on not in other.columns:
-        return out
-    o = other[[pair_on, metric]].dropna()
-    b = base[[pair_on, metric]].dropna()
-    if o[pair_on].duplicated().any() or b[pair_on].duplicated().any():
-        return out  # several runs per seed: pairing is ambiguous
-    pairs = o.merge(b, on=pair_on, suffixes=("_o", "_b"))
-    d = (pairs[f"{metric}_o"] - pairs[f"{metric}_b"]).to_numpy(dtype=float)
-    out["n_pairs"] = len(d)
-    if len(d):
-        out["paired_diff"] = float(d.mean())
-    if len(d) >= 2:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)
-            res = sps.ttest_rel(pairs[f"{metric}_o"], pairs[f"{metric}_b"])
-            out["paired_p"] = float(res.pvalue)
-            out["paired_ci_low"], out["paired_ci_high"] = _ci(res, confidence)
-    return out
+def _pair(other: _Arm, base: _Arm) -> tuple[int, float, float]:
+    """(n_pairs, mean, std ddof=1) of the differences over the seeds both arms have."""
+    if other.by_seed is None or base.by_seed is None:
+        return 0, math.nan, math.nan
+    d = np.array([v - base.by_seed[k] for k, v in other.by_seed.items() if k in base.by_seed], dtype=float)
+    if not len(d):
+        return 0, math.nan, math.nan
+    return len(d), float(d.mean()), float(d.std(ddof=1)) if len(d) > 1 else math.nan
+
+
+def _welch_columns(n_o: np.ndarray, m_o: np.ndarray, v_o: np.ndarray, n_b: np.ndarray, m_b: np.ndarray,
+                   v_b: np.ndarray, confidence: float) -> dict[str, np.ndarray]:
+    """Welch's test and interval for many pairs at once, with scipy.stats.ttest_ind(equal_var=False)'s formulas
+    (and its df = 1 when both variances are 0); NaN unless both sides have >= 2 runs. One vectorised call instead of
+    one scipy call per pair: an experiment of 1,000 configurations compares ~190,000 pairs."""
+    with np.errstate(all="ignore"):
+        diff = np.where((n_o > 0) & (n_b > 0), m_o - m_b, np.nan)
+        vn_o, vn_b = v_o / n_o, v_b / n_b
+        df = (vn_o + vn_b) ** 2 / (vn_o**2 / (n_o - 1) + vn_b**2 / (n_b - 1))
+        df = np.where(np.isnan(df), 1.0, df)
+        se = np.sqrt(vn_o + vn_b)
+        t = diff / se
+        p = 2 * sps.t.sf(np.abs(t), df)
+        half = sps.t.ppf(0.5 + confidence / 2, df) * se
+    ok = (n_o >= 2) & (n_b >= 2)
+    return {"diff": diff, "ci_low": np.where(ok, diff - half, np.nan), "ci_high": np.where(ok, diff + half, np.nan),
+            "t": np.where(ok, t, np.nan), "df": np.where(ok, df, np.nan), "p": np.where(ok, p, np.nan)}
+
+
+def _paired_columns(n: np.ndarray, mean: np.ndarray, std: np.ndarray, confidence: float) -> dict[str, np.ndarray]:
+    """The paired t test and interval (scipy.stats.ttest_rel's formulas) for many pairs at once; NaN below 2 pairs."""
+    with np.errstate(all="ignore"):
+        se = std / np.sqrt(n)
+        df = n - 1.0
+        p = 2 * sps.t.sf(np.abs(mean / se), df)
+        half = sps.t.ppf(0.5 + confidence / 2, df) * se
+    ok = n >= 2
+    return {"n_pairs": n.astype(int), "paired_diff": np.where(n >= 1, mean, np.nan),
+            "paired_ci_low": np.where(ok, mean - half, np.nan), "paired_ci_high": np.where(ok, mean + half, np.nan),
+            "paired_p": np.where(ok, p, np.nan)}
 
 
 def split_arms(columns: Sequence[str], on: str = "optimizer.name") -> tuple[list[str], list[str]]:
@@ -282,27 +313,33 @@ def compare_to_baseline(
     used = used[np.isfinite(_numeric(used[metric]))].copy()
     used[metric] = _numeric(used[metric])
     rows = []
+    sides: list[tuple[_Arm, _Arm]] = []
     for key, group in iter_groups(runs, context):
         in_group = used.loc[used.index.intersection(group.index)]
-        settings = [(dict(zip(arms, arm, strict=True)), rows_) for arm, rows_ in iter_groups(group, arms)]
-        bases = [(arm, rows_) for arm, rows_ in settings if str(arm[on]) == baseline] or [(None, group.iloc[0:0])]
-        for arm, arm_rows in settings:
+        settings = [(dict(zip(arms, arm, strict=True)),
+                     _Arm.of(in_group.loc[in_group.index.intersection(arm_rows.index)], metric, pair_on))
+                    for arm, arm_rows in iter_groups(group, arms)]
+        bases = ([(arm, side) for arm, side in settings if str(arm[on]) == baseline]
+                 or [(None, _Arm(np.empty(0), None))])
+        for arm, other in settings:
             if str(arm[on]) == baseline or pd.isna(arm[on]):
                 continue
-            other = in_group.loc[in_group.index.intersection(arm_rows.index)]
-            o = other[metric].to_numpy(dtype=float)
-            for base_arm, base_rows in bases:
-                base = in_group.loc[in_group.index.intersection(base_rows.index)]
-                b = base[metric].to_numpy(dtype=float)
-                rows.append({
-                    **dict(zip(context, key, strict=True)), **arm, "baseline": baseline,
-                    **{f"baseline {k}": (base_arm or {}).get(k, math.nan) for k in arms[1:]},
-                    "n": len(o), "n_baseline": len(b),
-                    "mean": float(o.mean()) if len(o) else math.nan,
-                    "mean_baseline": float(b.mean()) if len(b) else math.nan,
-                    **_welch(o, b, confidence),
-                    **_paired(other, base, metric, pair_on, confidence),
-                })
+            for base_arm, base in bases:
+                rows.append({**dict(zip(context, key, strict=True)), **arm, "baseline": baseline,
+                             **{f"baseline {k}": (base_arm or {}).get(k, math.nan) for k in arms[1:]}})
+                sides.append((other, base))
+    others, bases_ = [o for o, _ in sides], [b for _, b in sides]
+    n_o = np.array([len(a.values) for a in others], dtype=float)
+    n_b = np.array([len(a.values) for a in bases_], dtype=float)
+    m_o, m_b = np.array([a.mean() for a in others]), np.array([a.mean() for a in bases_])
+    v_o, v_b = np.array([a.var() for a in others]), np.array([a.var() for a in bases_])
+    paired = np.array([_pair(o, b) for o, b in sides], dtype=float).reshape(-1, 3)
+    columns_of_stats = {"n": n_o.astype(int), "n_baseline": n_b.astype(int), "mean": m_o, "mean_baseline": m_b,
+                        **_welch_columns(n_o, m_o, v_o, n_b, m_b, v_b, confidence),
+                        **_paired_columns(paired[:, 0], paired[:, 1], paired[:, 2], confidence)}
+    for name, values in columns_of_stats.items():
+        for row, value in zip(rows, values.tolist(), strict=True):
+            row[name] = value
     columns = [*context, *arms, "baseline", *(f"baseline {k}" for k in arms[1:]), "n", "n_baseline", "mean",
                "mean_baseline", "diff", "ci_low", "ci_high", "t", "df", "p", "n_pairs", "paired_diff",
                "paired_ci_low", "paired_ci_high", "paired_p"]
