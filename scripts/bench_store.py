@@ -42,8 +42,6 @@ import ast
 import json
 import os
 import platform
-import resource
-import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -51,7 +49,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +60,8 @@ JOB_SPACING_MS = 1500  # one job finished every 1.5 s: 2 cores, two 2,000-step j
 SWEEP_GAP_MS = 60_000
 LR_DECADES = 1.0  # copies' lr: the source's lr times 10**u, u in (-1, 1)
 CHART_METRIC = "train/loss"
-CHART_MAX_RESULTS = 320  # what MLflow's UI asks for a line chart (its default sample count, up to 1000 runs)
+CHART_MAX_RESULTS = 320  # what MLflow's UI asks for a line chart (its default sample count)
+PARTS = ("skip", "job", "analyze", "chart")
 
 
 class BenchInputError(Exception):
@@ -268,7 +267,8 @@ def _mapping_tables(sa: Any) -> tuple[Any, Any, Any]:
     meta = sa.MetaData()
     copy = sa.Table("bench_copy", meta,
                     sa.Column("new", sa.String(32), primary_key=True), sa.Column("src", sa.String(32), index=True),
-                    sa.Column("off", sa.BigInteger), sa.Column("name", sa.String(250)), sa.Column("end_ms", sa.BigInteger),
+                    sa.Column("off", sa.BigInteger), sa.Column("name", sa.String(250)),
+                    sa.Column("end_ms", sa.BigInteger),
                     sa.Column("artifact_uri", sa.String(200)), sa.Column("exp", sa.Integer), prefixes=["TEMPORARY"])
     tag = sa.Table("bench_tag", meta, sa.Column("run", sa.String(32), primary_key=True),
                    sa.Column("key", sa.String(250), primary_key=True), sa.Column("value", sa.String(8000)),
@@ -359,8 +359,9 @@ def _link_artifacts(plan: Plan, artifacts: Path, weights: bool) -> int:
 
 
 def _fast_sqlite(dbapi_connection: Any, _record: Any) -> None:
-    """A build is one process writing one transaction: no fsync until the end, a large page cache."""
-    for pragma in ("synchronous=OFF", "cache_size=-400000", "temp_store=MEMORY"):
+    """A build is one process writing one transaction: no journal (a failed build is thrown away; a WAL would
+    hold the whole copy once more until its checkpoint), no fsync, a large page cache. WAL again at the end."""
+    for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-400000", "temp_store=MEMORY"):
         dbapi_connection.execute(f"PRAGMA {pragma}")
 
 
@@ -433,9 +434,6 @@ def build(source_dir: Path, n_runs: int, out: Path, backend: str = "sqlite", his
         _sqlite_copy(Path(source.uri.removeprefix("sqlite:///")), db)
         uri = f"sqlite:///{db}"
         experiment_id = int(source.experiment_id)
-        with sqlite3.connect(db) as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-        conn.close()
         engine = sa.create_engine(uri)
         sa.event.listen(engine, "connect", _fast_sqlite)
         if not history:
@@ -465,9 +463,14 @@ def build(source_dir: Path, n_runs: int, out: Path, backend: str = "sqlite", his
         _own_source_runs(conn, source, artifact_root, artifacts, weights)
         counts = _insert_plan(conn, plan, history, say)
     engine.dispose()
+    if backend == "sqlite":
+        with sqlite3.connect(out / "mlflow.db") as conn:
+            conn.execute("PRAGMA journal_mode=WAL")  # what descentlab's stores use
+        conn.close()
     links = _link_artifacts(plan, artifacts, weights)
+    source_configs = len({c.params.get("optimizer.name") for c in source.children})
     info.update(uri=uri, experiment=experiment, experiment_id=experiment_id, runs=n_runs, copies=len(plan.links),
-                configurations=plan.n_configs + len({c.params.get("optimizer.name") for c in source.children}), sweeps=plan.n_sweeps + 1, rows=counts,
+                configurations=plan.n_configs + source_configs, sweeps=plan.n_sweeps + 1, rows=counts,
                 links=links, seconds=round(time.perf_counter() - started, 1), db_bytes=_db_bytes(out, backend))
     (out / "bench_store.json").write_text(json.dumps(info, indent=1))
     return info
@@ -477,6 +480,269 @@ def _db_bytes(out: Path, backend: str) -> int:
     folder = out if backend == "sqlite" else out / "postgres"
     files = out.glob("mlflow.db*") if backend == "sqlite" else folder.rglob("*")
     return sum(p.stat().st_size for p in files if p.is_file())
+
+
+# ---------------------------------------------------------------------------------------------- measure
+
+
+@dataclass
+class Store:
+    """What `measure` reads: the store's database URI, the tracking server's (PostgreSQL builds), its label."""
+
+    uri: str
+    label: str
+    server_uri: str | None = None
+    folder: Path | None = None
+
+
+def resolve_store(spec: str) -> Store:
+    """--store: a folder made by `build` (or any folder with mlflow.db), or a database URI."""
+    if "://" in spec:
+        if not spec.startswith(("sqlite:///", "postgresql")):
+            raise BenchInputError(f"--store {spec!r}: give a store folder, a sqlite:/// or a postgresql:// URI")
+        return Store(spec, spec.split(":", 1)[0])
+    folder = Path(spec).expanduser().absolute()
+    info_file = folder / "bench_store.json"
+    if info_file.is_file():
+        info = json.loads(info_file.read_text())
+        label = f"{info['backend']}, {info['runs']:,} runs, history {info['history']}"
+        return Store(info["uri"], label, info.get("tracking_uri"), folder)
+    if (folder / "mlflow.db").is_file():
+        return Store(f"sqlite:///{folder / 'mlflow.db'}", f"sqlite ({folder})", None, folder)
+    raise BenchInputError(f"--store {spec}: no mlflow.db or bench_store.json there; give a store folder or a URI")
+
+
+def _median_ms(calls: list[float]) -> float:
+    return round(statistics.median(calls) * 1000, 2)
+
+
+def measure_skip_check(uri: str, experiment: str, n: int = 20, seed: int = 0) -> dict[str, Any]:
+    """`find_finished_run` as a job calls it: median ms of `n` hits (hashes of stored runs) and `n` misses."""
+    import random
+
+    from descentlab.tracking.run import find_finished_run
+    from descentlab.tracking.store import open_store
+
+    client = open_store(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise BenchInputError(f"--experiment {experiment!r} is not in {uri}")
+    hashes = _stored_hashes(uri, exp.experiment_id)
+    rng = random.Random(seed)
+    hits = rng.sample(hashes, min(n, len(hashes)))
+    misses = [f"{rng.getrandbits(64):016x}" for _ in range(n)]
+    find_finished_run(client, exp.experiment_id, misses[0])  # warm: first query of a connection
+    out: dict[str, Any] = {"experiment_id": exp.experiment_id, "runs": len(hashes)}
+    for what, values in (("hit", hits), ("miss", misses)):
+        seconds, found = [], 0
+        for value in values:
+            started = time.perf_counter()
+            found += find_finished_run(client, exp.experiment_id, value) is not None
+            seconds.append(time.perf_counter() - started)
+        out[f"{what}_ms"] = _median_ms(seconds)
+        out[f"{what}_found"] = found
+        out[f"{what}_calls"] = len(values)
+    return out
+
+
+def _stored_hashes(uri: str, experiment_id: str) -> list[str]:
+    """The `config_hash` tags of the experiment's FINISHED runs (one SQL query: the client would page 10k runs)."""
+    import sqlalchemy as sa
+
+    orm = _orm()
+    Run, Tag = orm.run, orm.tag
+    engine = sa.create_engine(uri)
+    try:
+        with engine.connect() as conn:
+            return sorted(conn.execute(sa.select(Tag.value).join(Run, Run.run_uuid == Tag.run_uuid)
+                                       .where(Tag.key == "config_hash", Run.status == "FINISHED",
+                                              Run.experiment_id == int(experiment_id))).scalars())
+    finally:
+        engine.dispose()
+
+
+def _child_env(uri: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(MLFLOW_TRACKING_URI=uri, MLFLOW_DISABLE_TELEMETRY="true", OPENBLAS_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])))
+    return env
+
+
+def _timed(argv: list[str], env: dict[str, str], cwd: Path = REPO) -> tuple[float, float, str]:
+    """Run `argv`; (wall seconds, peak RSS in MB of the process, its output). Raises when it fails."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):\n{output[-3000:]}")
+    return seconds, usage.ru_maxrss / 1024, output
+
+
+def job_argv(seed: int, iterations: int = 200) -> list[str]:
+    """One short real job (the digits data set, `iterations` steps), tracked, not skipped (its own seed)."""
+    return [sys.executable, str(REPO / "train.py"), "dataset=digits", f"training.iterations={iterations}",
+            f"seed={seed}", "training.progress=false", "tracking.experiment=bench-new-job"]
+
+
+def measure_new_job(uri: str, rounds: int = 3, iterations: int = 200) -> dict[str, Any]:
+    """`train.py` of one short job into this store and into an empty one, alternating (`rounds` each); then the
+    last job again in this store: skipped as done. Seconds, process start to exit."""
+    seed0 = int(time.time()) % 1_000_000 * 10  # seeds no earlier measurement used: every job trains
+    big, empty, skipped = [], [], []
+    with tempfile.TemporaryDirectory(prefix="bench-store-empty-") as tmp:
+        empty_uri = f"sqlite:///{tmp}/mlflow.db"
+        for r in range(rounds):
+            for where, target, series in ((uri, "store", big), (empty_uri, "empty", empty))[:: 1 if r % 2 == 0 else -1]:
+                seconds, _, output = _timed(job_argv(seed0 + r, iterations), _child_env(where))
+                if "skipped" in output:
+                    raise RuntimeError(f"the new job was skipped in the {target} store; pick other seeds")
+                series.append(seconds)
+        for _ in range(rounds):
+            seconds, _, output = _timed(job_argv(seed0 + rounds - 1, iterations), _child_env(uri))
+            if "skipped" not in output:
+                raise RuntimeError(f"the repeated job was not skipped:\n{output[-2000:]}")
+            skipped.append(seconds)
+    return {"store_s": round(statistics.median(big), 2), "empty_s": round(statistics.median(empty), 2),
+            "ratio": round(statistics.median(big) / statistics.median(empty), 2),
+            "skipped_s": round(statistics.median(skipped), 2), "rounds": rounds, "iterations": iterations,
+            "store_all_s": [round(x, 2) for x in big], "empty_all_s": [round(x, 2) for x in empty]}
+
+
+def measure_analyze(uri: str, experiment: str) -> dict[str, Any]:
+    """`scripts/analyze.py EXPERIMENT --no-log --out TMP`: wall seconds and the process's peak RSS."""
+    with tempfile.TemporaryDirectory(prefix="bench-store-analyze-") as tmp:
+        argv = [sys.executable, str(REPO / "scripts" / "analyze.py"), experiment, "--no-log", "--out", tmp]
+        seconds, peak_mb, output = _timed(argv, _child_env(uri))
+    return {"seconds": round(seconds, 1), "peak_mb": round(peak_mb), "tail": output.strip().splitlines()[-3:]}
+
+
+def chart_query(run_ids: list[str], metric: str = CHART_METRIC, max_results: int = CHART_MAX_RESULTS) -> str:
+    """The query string of the request MLflow's UI sends for a line chart of up to 100 runs (mlflow 3.x,
+    `useSampledMetricHistory`: run_ids repeated, metric_key, max_results=320, no step range)."""
+    from urllib.parse import urlencode
+
+    return urlencode([*(("run_ids", r) for r in run_ids), ("metric_key", metric), ("max_results", max_results)])
+
+
+def _chart_runs(uri: str, experiment: str, n: int = 100) -> list[str]:
+    """The `n` newest FINISHED runs with the chart's metric: those the UI's runs table shows first."""
+    from descentlab.tracking.store import open_store
+
+    client = open_store(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'", max_results=3 * n,
+                              order_by=["attributes.start_time DESC"])
+    return [r.info.run_id for r in runs if CHART_METRIC in r.data.metrics][:n]
+
+
+def measure_chart(store: Store, experiment: str, repeats: int = 5) -> dict[str, Any]:
+    """The UI's chart request for 100 runs against MLflow's server over the store: the first (cold) request
+    and the median of `repeats` more, seconds, and the points it returned."""
+    from urllib.request import urlopen
+
+    from descentlab.server import mlflow_server
+    from descentlab.server.net import free_port, healthy
+
+    run_ids = _chart_runs(store.uri, experiment)
+    with tempfile.TemporaryDirectory(prefix="bench-store-server-") as tmp:
+        proc = None
+        url = store.server_uri if store.server_uri and healthy(store.server_uri) else None
+        try:
+            if url is None:
+                port = free_port()
+                proc = mlflow_server.start(store.uri, Path(tmp) / "artifacts", "127.0.0.1", port, Path(tmp) / "log")
+                url = f"http://127.0.0.1:{port}"
+            request = f"{url}/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval?{chart_query(run_ids)}"
+            seconds, points = [], 0
+            for _ in range(repeats + 1):
+                started = time.perf_counter()
+                with urlopen(request, timeout=1800) as response:
+                    points = len(json.loads(response.read()).get("metrics", []))
+                seconds.append(time.perf_counter() - started)
+        finally:
+            if proc is not None:
+                mlflow_server.stop(proc)
+    return {"runs": len(run_ids), "points": points, "first_s": round(seconds[0], 3),
+            "median_s": round(statistics.median(seconds[1:]), 3), "server": "build's" if proc is None else "own"}
+
+
+def apply_upkeep(uri: str) -> dict[str, float]:
+    """Engineer A's store upkeep (descentlab.tracking.upkeep), both calls, timed: the after numbers."""
+    try:
+        from descentlab.tracking import upkeep
+    except ImportError as exc:
+        raise BenchInputError(f"--upkeep apply: descentlab.tracking.upkeep is not importable here ({exc}); "
+                              "use --upkeep none, or a checkout that has it") from exc
+    out = {}
+    for name in ("ensure_indexes", "refresh_statistics"):
+        started = time.perf_counter()
+        getattr(upkeep, name)(uri)
+        out[f"{name}_s"] = round(time.perf_counter() - started, 2)
+    return out
+
+
+def machine() -> str:
+    """The machine in one line: CPU, cores, memory, OS, Python, SQLite."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GB, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}")
+
+
+def measure(spec: str, experiment: str = EXPERIMENT, upkeep: str = "none", rounds: int = 3,
+            parts: tuple[str, ...] = ("skip", "job", "analyze", "chart"), say: Any = print) -> dict[str, Any]:
+    """Every measurement of the module's docstring on one store; the numbers by part."""
+    if upkeep not in ("none", "apply"):
+        raise BenchInputError(f"--upkeep {upkeep!r} is not supported; allowed: none, apply")
+    store = resolve_store(spec)
+    result: dict[str, Any] = {"store": store.label, "uri": store.uri, "upkeep": upkeep, "machine": machine()}
+    if upkeep == "apply":
+        result["upkeep_s"] = apply_upkeep(store.uri)
+    steps = {"skip": lambda: measure_skip_check(store.uri, experiment),
+             "job": lambda: measure_new_job(store.uri, rounds),
+             "analyze": lambda: measure_analyze(store.uri, experiment),
+             "chart": lambda: measure_chart(store, experiment)}
+    for part in parts:
+        say(f"measuring {part} ...", file=sys.stderr)
+        result[part] = steps[part]()
+    return result
+
+
+def table(result: dict[str, Any]) -> str:
+    """The measurements as a markdown table."""
+    rows = [("store", result["store"]), ("upkeep", result["upkeep"])]
+    if "upkeep_s" in result:
+        rows.append(("upkeep calls, s", ", ".join(f"{k[:-2]} {v}" for k, v in result["upkeep_s"].items())))
+    if "skip" in result:
+        s = result["skip"]
+        rows += [("skip check `find_finished_run`, hit, ms (median of 20)", f"{s['hit_ms']} ({s['hit_found']}/"
+                  f"{s['hit_calls']} found; {s['runs']:,} runs with a hash)"),
+                 ("skip check, miss, ms (median of 20)", f"{s['miss_ms']} ({s['miss_found']} found)")]
+    if "job" in result:
+        j = result["job"]
+        rows += [(f"new job ({j['iterations']} steps, digits), this store / empty store, s (median of {j['rounds']})",
+                  f"{j['store_s']} / {j['empty_s']} (x{j['ratio']})"),
+                 ("the same job again, skipped as done, s", f"{j['skipped_s']}")]
+    if "analyze" in result:
+        a = result["analyze"]
+        rows.append(("`analyze.py --no-log`, s / peak RSS MB", f"{a['seconds']} / {a['peak_mb']:,}"))
+    if "chart" in result:
+        c = result["chart"]
+        rows.append((f"UI chart request, {c['runs']} runs' `{CHART_METRIC}`, s (first / median of 5)",
+                     f"{c['first_s']} / {c['median_s']} ({c['points']:,} points)"))
+    lines = ["| measurement | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------- command line
@@ -507,12 +773,21 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--sweep-size", type=_positive, default=280, help="copies per sweep parent (default 280)")
     b.add_argument("--experiment", default=EXPERIMENT)
     b.add_argument("--port", type=_positive, help="PostgreSQL backend: the MLflow server's port (default 5000)")
+    m = sub.add_parser("measure", help="skip check, a new job, analyze.py, the UI's chart on one store")
+    m.add_argument("--store", required=True, help="a store folder (from build) or a sqlite:///, postgresql:// URI")
+    m.add_argument("--experiment", default=EXPERIMENT)
+    m.add_argument("--upkeep", choices=("none", "apply"), default="none",
+                   help="apply: descentlab.tracking.upkeep's ensure_indexes and refresh_statistics first")
+    m.add_argument("--rounds", type=_positive, default=3, help="new-job rounds (each: this store, an empty one)")
+    m.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts, from {', '.join(PARTS)}")
+    m.add_argument("--json", type=Path, help="also write the numbers here")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    warnings.filterwarnings("ignore", message=".*noload.*")  # MLflow's ORM models under SQLAlchemy 2.1, harmless
     try:
         if args.command == "build":
             info = build(args.source, args.runs, args.out, args.backend, args.history == "all", not args.no_weights,
@@ -521,6 +796,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nstore of {info['runs']:,} runs in {info['out']} ({info['db_bytes'] / 1e9:.2f} GB of database, "
                   f"{info['seconds']} s); tracking URI: {info.get('tracking_uri', info['uri'])}")
             return 0
+        parts = tuple(p.strip() for p in args.only.split(",") if p.strip())
+        bad = [p for p in parts if p not in PARTS]
+        if bad or not parts:
+            raise BenchInputError(f"--only {args.only!r}: unknown part {bad}; allowed: {', '.join(PARTS)}")
+        result = measure(args.store, args.experiment, args.upkeep, args.rounds, parts,
+                         say=lambda *a, **k: print(*a, **k))
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1))
+        print(f"machine: {result['machine']}")
+        command = " ".join(argv if argv is not None else sys.argv[1:])
+        print(f"command: python scripts/bench_store.py {command}\n")
+        print(table(result))
+        return 0
     except BenchInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
