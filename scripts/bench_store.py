@@ -729,6 +729,7 @@ def measure(spec: str, experiment: str = EXPERIMENT, upkeep: str = "none", round
     for part in parts:
         say(f"measuring {part} ...", file=sys.stderr)
         result[part] = steps[part]()
+        say(f"{part}: {json.dumps(result[part])}", file=sys.stderr)  # kept if a later part is stopped
     return result
 
 
