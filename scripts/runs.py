@@ -39,15 +39,22 @@ def cmd_list(args: argparse.Namespace) -> int:
     client = _client(args.uri)
     exp = _experiment_id(client, args.experiment)
     where = f"attributes.status = '{args.status}'" if args.status else ""
-    runs = client.search_runs([exp], filter_string=where, max_results=10_000, order_by=["attributes.start_time ASC"])
-    for run in runs:
-        tags = run.data.tags
-        who = f"pid {tags[PID_TAG]}@{tags.get(HOST_TAG, '?')}" if PID_TAG in tags else "-"
-        beat = f"heartbeat {tags[HEARTBEAT_TAG]}" if HEARTBEAT_TAG in tags else ""
-        reason = tags.get("failure_reason") or tags.get("error") or ""
-        line = f"{run.info.run_id}  {run.info.status:<8}  {run.info.run_name or '':<40}  {who}  {beat}  {reason}"
-        print(line.rstrip())
-    print(f"{len(runs)} runs", file=sys.stderr)
+    count, token = 0, None
+    while True:  # every run, page by page (one call stops silently at its max_results)
+        page = client.search_runs([exp], filter_string=where, max_results=1000, order_by=["attributes.start_time ASC"],
+                                  page_token=token)
+        for run in page:
+            tags = run.data.tags
+            who = f"pid {tags[PID_TAG]}@{tags.get(HOST_TAG, '?')}" if PID_TAG in tags else "-"
+            beat = f"heartbeat {tags[HEARTBEAT_TAG]}" if HEARTBEAT_TAG in tags else ""
+            reason = tags.get("failure_reason") or tags.get("error") or ""
+            line = f"{run.info.run_id}  {run.info.status:<8}  {run.info.run_name or '':<40}  {who}  {beat}  {reason}"
+            print(line.rstrip())
+        count += len(page)
+        token = page.token
+        if not token:
+            break
+    print(f"{count} runs", file=sys.stderr)
     return 0
 
 

@@ -134,6 +134,7 @@ CASES: list[Case] = [
     Case("sqlite-synchronous-unknown", "config", ("tracking.sqlite.synchronous=off",), ("normal, full", "'off'")),
     Case("sweep-parent-unknown", "config", ("tracking.sweep_parent=server",),
          ("auto, launcher, first_job", "'server'")),
+    Case("weights-unknown", "config", ("tracking.weights=some",), ("all, best, none", "'some'")),
     Case("numerics-backend-unknown", "config", ("numerics.backend=cuda",), ("auto, numpy, numba", "'cuda'")),
     # -- config: safety -----------------------------------------------------------------------------
     Case("target-in-job-config", "config", ("+_target_=os.system",), ("_target_ is not allowed", "'os.system'")),

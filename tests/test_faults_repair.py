@@ -140,6 +140,23 @@ def test_sweep_parent_left_open_is_closed_only_without_live_children(mlstore) ->
     assert client.get_run(busy.info.run_id).info.status == "RUNNING"
 
 
+def test_sweep_parent_is_judged_by_the_child_that_ended_last(mlstore) -> None:
+    """A parent is open while any child ended within the timeout, found among FINISHED and RUNNING children alike."""
+    client, exp = mlstore
+    parents = {}
+    for name, last_end_s in (("recent", 10), ("quiet", 600)):
+        parent = client.create_run(exp, run_name=name, tags={"sweep.dir": f"/x/{name}"}, start_time=NOW_MS - 900_000)
+        parents[name] = parent.info.run_id
+        for age_s in (850, last_end_s, 700):  # the latest end is not the first or the last child made
+            child = client.create_run(exp, tags={"mlflow.parentRunId": parent.info.run_id},
+                                      start_time=NOW_MS - 890_000)
+            client.set_terminated(child.info.run_id, "FINISHED", end_time=NOW_MS - age_s * 1000)
+        make_run(client, exp, f"{name}-dead", pid=dead_pid(), beat_age_s=800,
+                 extra={"mlflow.parentRunId": parent.info.run_id})  # RUNNING, no end time: sorted last
+    stale = {s.run_id for s in repair_experiment(client, exp, timeout_s=300, dry_run=True)}
+    assert parents["quiet"] in stale and parents["recent"] not in stale
+
+
 def test_tracker_tags_liveness_and_beats_until_finished(mlstore) -> None:
     client, exp = mlstore
     with RunTracker(client, exp, "beating", heartbeat_s=0.1) as run:

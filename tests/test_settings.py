@@ -36,6 +36,7 @@ KNOBS: list[tuple[str, Any, str, Any, str, str]] = [
     ("tracking.retry_s", 120.0, "0", 0.0, "-5", "tracking.retry_s must be a finite number >= 0, got -5.0"),
     ("tracking.sqlite.synchronous", "normal", "full", "full", "off",
      "tracking.sqlite.synchronous must be one of normal, full, got 'off'"),
+    ("tracking.weights", "all", "none", "none", "some", "tracking.weights must be one of all, best, none, got 'some'"),
     ("paths.root", str(CHECKOUT), "/tmp/elsewhere", "/tmp/elsewhere", "''",
      "paths.root must be a folder (a non-empty path), got ''"),
     ("paths.cache_dir", None, "/tmp/cache", "/tmp/cache", "''",

@@ -117,7 +117,10 @@ def _run(cfg: DictConfig, job: JobContext) -> dict[str, Any]:
     except input_errors() as exc:
         _reject(cfg, job, exc, settings, session)
         raise
-    tags = {**_job_tags(settings, job, chash), **task.tags()}
+    from descentlab.tracking.best import GROUP_TAG
+
+    # config_group: the run's repeats (config without the seed), how tracking.weights=best finds a lone run's siblings
+    tags = {**_job_tags(settings, job, chash), GROUP_TAG: identity.group_hash, **task.tags()}
     tracker = session.new_run(name, tags=tags, parent_run_id=_parent(session, job), spill_dir=job.output_dir,
                               write_guard=interrupts.deferred)
     status = execute(cfg, settings, identity, task, tracker, job.output_dir)

@@ -41,6 +41,23 @@ def check_hydra_callbacks_with(check: Callable[[Any], None]) -> None:
     callbacks.Callbacks.__init__ = checked_init  # type: ignore[method-assign]
 
 
+def hydra_basic_sweeper() -> type:
+    """Hydra's BasicSweeper class (`hydra._internal.core_plugins.basic_sweeper`), which our sweeper plugin extends
+    (it replaces only the pre-launch check)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    return BasicSweeper
+
+
+def hydra_apply_value_overrides(overrides: Sequence[Any], config: Any) -> None:
+    """Apply parsed value overrides (`seed=3`, `+a.b=1`) to a composed config exactly as Hydra does after composing
+    (`ConfigLoaderImpl._apply_overrides_to_config`, Hydra 1.3): the same checks, the same
+    `ConfigCompositionException` messages. Used by the sweeper plugin's fast pre-launch check."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    ConfigLoaderImpl._apply_overrides_to_config(list(overrides), config)
+
+
 def joblib_launcher_kwargs(launcher: dict[str, Any]) -> dict[str, Any]:
     """The `joblib.Parallel` arguments hydra-joblib-launcher builds from its config (`hydra.launcher` minus
     `_target_`), so that work sent after the sweep reaches the same warm workers: joblib reuses its executor

@@ -19,6 +19,7 @@ from descentlab.config.schema import (
     SQLITE_SYNCHRONOUS,
     SWEEP_PARENT,
     TASKS,
+    WEIGHTS,
     mlp_name,
     optimizer_hyperparams,
 )
@@ -69,6 +70,7 @@ def _check_runtime(cfg: DictConfig) -> None:
     check_non_negative("tracking.retry_s", t.retry_s)
     _check_choice("tracking.sqlite.synchronous", t.sqlite.synchronous, SQLITE_SYNCHRONOUS)
     _check_choice("tracking.sweep_parent", t.sweep_parent, SWEEP_PARENT)
+    _check_choice("tracking.weights", t.weights, WEIGHTS)
     for key in ("root", "cache_dir"):
         if OmegaConf.is_interpolation(cfg.paths, key):
             continue  # the default (a resolver's folder) or another key's value, checked there: not parsed again

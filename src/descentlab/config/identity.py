@@ -83,6 +83,12 @@ def params_hash(params: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def group_hash(params: dict[str, Any]) -> str:
+    """`params_hash` of a run's flat params without the seed: equal for the repeats of one configuration (the runs
+    the analysis pools). A run outside a sweep finds its siblings by it (`tracking.best`, its `config_group` tag)."""
+    return params_hash({key: value for key, value in params.items() if key != SEED_KEY})
+
+
 def run_name(cfg: DictConfig | dict[str, Any]) -> str:
     """What ran, readable in the MLflow UI: `adam-mlp_5x100-mnist_5k-s0` or `adam-book-s0`."""
     return params_name(flatten(cfg))

@@ -17,13 +17,14 @@ from omegaconf import MISSING, OmegaConf
 from descentlab.backend import BACKENDS
 from descentlab.config.paths import default_cache_dir, default_root
 from descentlab.optim import OPTIMIZERS
-from descentlab.tracking.settings import SWEEP_PARENT_MODES, SYNCHRONOUS_MODES
+from descentlab.tracking.settings import SWEEP_PARENT_MODES, SYNCHRONOUS_MODES, WEIGHTS_MODES
 
 TASKS = ("classify", "function2d")
 DTYPES = ("float32", "float64")
 NUMERICS_BACKENDS = BACKENDS  # auto | numpy | numba: descentlab.backend.select takes these
 SQLITE_SYNCHRONOUS = SYNCHRONOUS_MODES  # tracking.settings says which modes its store set-up knows
 SWEEP_PARENT = SWEEP_PARENT_MODES
+WEIGHTS = WEIGHTS_MODES
 ROOT_RESOLVER = "descentlab.root"
 CACHE_DIR_RESOLVER = "descentlab.cache_dir"
 
@@ -101,6 +102,9 @@ class TrackingConf:
     # Who creates a sweep's parent run: auto (the launching process for a server or database, whose jobs may run
     # on nodes that do not share the sweep folder; the first job for a SQLite file) | launcher | first_job
     sweep_parent: str = "auto"
+    # Which runs keep their trained weights (weights.npz, ~80% of a classification run's artifacts): all | best
+    # (only a run whose final metric beats every FINISHED sibling so far: its sweep's, else its seeds') | none
+    weights: str = "all"
     sqlite: SqliteConf = field(default_factory=SqliteConf)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from descentlab.config.checks import ConfigError, check_non_negative
-from descentlab.config.identity import flatten, params_hash, params_name, run_params
+from descentlab.config.identity import flatten, group_hash, params_hash, params_name, run_params
 from descentlab.tracking.settings import SqliteSettings, TrackingSettings
 
 
@@ -133,11 +133,13 @@ def tracking_settings(tracking: dict[str, Any] | DictConfig, cache_dir: str | No
 
 @dataclass(frozen=True)
 class JobIdentity:
-    """What names a job's run: its flat params (logged), `config_hash` (skip-finished, grouping) and run name."""
+    """What names a job's run: its flat params (logged), `config_hash` (skip-finished, grouping) and run name;
+    `group_hash`: the config hash without the seed (the run's `config_group` tag: its repeats)."""
 
     name: str
     config_hash: str
     params: dict[str, Any]
+    group_hash: str = ""
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> JobIdentity:
@@ -147,7 +149,8 @@ class JobIdentity:
     def from_tree(cls, tree: dict[str, Any]) -> JobIdentity:
         """The identity of a resolved config (`resolved`)."""
         params = run_params(tree)
-        return cls(name=params_name(flatten(tree)), config_hash=params_hash(params), params=params)
+        return cls(name=params_name(flatten(tree)), config_hash=params_hash(params), params=params,
+                   group_hash=group_hash(params))
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,10 @@ import numpy as np
 from descentlab.config.checks import ConfigError
 from descentlab.config.settings import JobSettings
 from descentlab.tasks import select_backend
+from descentlab.tracking.best import GROUP_TAG
+
+# The metric `tracking.weights=best` ranks a classification run by (higher is better): its last evaluation.
+BEST_METRIC = "final/test_acc"
 
 
 @functools.lru_cache(maxsize=1)
@@ -101,15 +106,48 @@ class ClassifyTask:
         return "FINISHED"
 
     def log_results(self, tracker: Any, tmp: Path, name: str) -> None:
-        """After training completed: the summary metrics, the weights and the loss-curve plot."""
+        """After training completed: the summary metrics, the weights (as `tracking.weights` says) and the plot."""
         from descentlab.tasks.plots import loss_curve_png
+        from descentlab.tracking.best import REASON_TAG, WEIGHTS_TAG
 
         history = self.history
         if history is None or self.model is None:
             return
-        tracker.log_metrics(history.summary(window=100), self.settings.training.iterations)
+        summary = history.summary(window=100)
+        tracker.log_metrics(summary, self.settings.training.iterations)
         if tracker.keeps_artifacts:
-            weights = tmp / "weights.npz"
-            np.savez(weights, **self.model.state_dict())
-            tracker.log_artifact(str(weights))
+            store, reason = self.weights_decision(tracker, summary.get(BEST_METRIC))
+            if store:
+                weights = tmp / "weights.npz"
+                np.savez(weights, **self.model.state_dict())
+                tracker.log_artifact(str(weights))
+            tracker.set_tags({WEIGHTS_TAG: "stored" if store else "skipped", REASON_TAG: reason})
             tracker.log_artifact(str(loss_curve_png(history.losses, history.evals, name, tmp / "loss_curve.png")))
+
+    def weights_decision(self, tracker: Any, value: float | None) -> tuple[bool, str]:
+        """Whether this run stores `weights.npz`, and why in words (its `weights.reason` tag).
+
+        `best`: only when no FINISHED sibling (same sweep; outside a sweep, same config but the seed) has a higher
+        final test accuracy; ties, a missing metric or a failed comparison keep the weights.
+        """
+        mode = self.settings.tracking.weights
+        if mode != "best":
+            return mode == "all", f"tracking.weights={mode}"
+        if value is None or not math.isfinite(value):
+            return True, f"tracking.weights=best, but no finite {BEST_METRIC} to compare: kept"
+        from descentlab.tracking.best import better_sibling
+
+        try:
+            better = better_sibling(tracker.client, tracker.experiment_id, BEST_METRIC, value,
+                                    parent_run_id=tracker.parent_run_id, group=tracker.tags.get(GROUP_TAG))
+        except Exception as exc:  # a file too many rather than the best run's weights missing
+            print(f"warning: {name_of(tracker)}: weights kept, the best-so-far query failed: {exc}", file=sys.stderr)
+            return True, f"tracking.weights=best, comparison failed ({type(exc).__name__}): kept"
+        if better is None:
+            return True, f"best so far: {BEST_METRIC} {value:.6g}"
+        return False, (f"not the best so far: run {better.run_id} ({better.run_name}) has {BEST_METRIC} "
+                       f"{better.value:.6g} > {value:.6g}")
+
+
+def name_of(tracker: Any) -> str:
+    return str(getattr(tracker, "run_name", None) or getattr(tracker, "run_id", "run"))

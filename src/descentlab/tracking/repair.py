@@ -110,10 +110,13 @@ def find_stale_runs(client: Any, experiment_id: str, *, timeout_s: float | None 
         run_id = run.info.run_id
         if alive_children.get(run_id):
             continue
-        children = client.search_runs([str(experiment_id)], filter_string=f"tags.{PARENT_TAG} = '{run_id}'",
-                                      max_results=1000)
-        last = max([run.info.start_time or 0] + [c.info.end_time or 0 for c in children]
-                   + [s.last_alive_ms for s in stale if s.run_id in {c.info.run_id for c in children}])
+        # The child that ended last (MLflow sorts runs without an end last) and the stale children's heartbeats:
+        # one query, whatever the sweep's size (a page of 1,000 children missed the rest of a larger sweep).
+        ended = client.search_runs([str(experiment_id)], filter_string=f"tags.{PARENT_TAG} = '{run_id}'",
+                                   max_results=1, order_by=["attributes.end_time DESC"])
+        own = {r.info.run_id for r in running if r.data.tags.get(PARENT_TAG) == run_id}
+        last = max([run.info.start_time or 0] + [c.info.end_time or 0 for c in ended]
+                   + [s.last_alive_ms for s in stale if s.run_id in own])
         if now - last > timeout_s * 1000:
             stale.append(Stale(run_id, run.info.run_name or "", f"sweep parent left open: no job of the sweep "
                                f"alive for {(now - last) / 1000:.0f} s (timeout {timeout_s:.0f} s)", last))

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SWEEP_PARENT_MODES", "SYNCHRONOUS_MODES", "SqliteSettings", "TrackingSettings"]
+__all__ = ["SWEEP_PARENT_MODES", "SYNCHRONOUS_MODES", "WEIGHTS_MODES", "SqliteSettings", "TrackingSettings"]
 
 SYNCHRONOUS_MODES = ("normal", "full")
 # Who creates a sweep's parent run: `launcher` (the launching process, before any job: jobs on other nodes find it
 # in the store), `first_job` (the first job that records a run: no mlflow import in the launching process), or
 # `auto`: the launcher for a database or server store, the first job for a SQLite file (the jobs share its disk).
 SWEEP_PARENT_MODES = ("auto", "launcher", "first_job")
+# Which runs store their trained weights (`weights.npz`, ~450 KB of a 2,000-step mlp_5x100 run's ~554 KB of
+# artifacts): `all`, `best` (only a run whose final metric is the best so far among its FINISHED siblings:
+# `tracking.best`), or `none`. How a run is stored, not what it computes: not part of the config hash.
+WEIGHTS_MODES = ("all", "best", "none")
 _FILE_SCHEMES = ("sqlite", "file")
 
 
@@ -58,6 +62,7 @@ class TrackingSettings:
     stale_after_s: float = 300.0  # a run without a heartbeat for this long is dead (tracking.repair)
     retry_s: float = 120.0  # how long a tracking call rides out a store that is away (0 = one attempt)
     sweep_parent: str = "auto"  # SWEEP_PARENT_MODES
+    weights: str = "all"  # WEIGHTS_MODES
     sqlite: SqliteSettings = SqliteSettings()
 
     def parent_by_launcher(self) -> bool:
