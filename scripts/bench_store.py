@@ -255,6 +255,10 @@ def plan_copies(source: Source, n_runs: int, seeds: int, sweep_size: int, out: P
                                ("hydra.output_dir", f"{sweep_dir}/{i}"), ("process.started_ms", str(start)),
                                ("heartbeat_ms", str(start))):
                 tags.append(dict(run=new, key=key, value=value))
+            if "config_group" in src.tags:  # the seedless hash (tracking.best), where the source has it
+                from descentlab.config.identity import group_hash
+
+                tags.append(dict(run=new, key="config_group", value=group_hash(typed)))
             for key, value in (("optimizer.lr", lr), ("seed", str(seed)), ("tracking.store_dir", str(out))):
                 params.append(dict(run=new, key=key, value=value))
             links.append((src, new))
