@@ -68,12 +68,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="log y axes (default: log when the plotted values span more than two decades)")
     parser.add_argument("--out", type=Path, default=None, help="default reports/<experiment>")
     parser.add_argument("--no-log", action="store_true", help="do not log the outputs to MLflow")
+    parser.add_argument("--max-curves", type=int, default=12,
+                        help="configurations a loss-curve or final-loss panel shows at most: with more, each "
+                             "optimizer's best by mean final/train_loss, said on the figure (default 12)")
     args = parser.parse_args(argv)
+    if args.max_curves < 1:
+        parser.error(f"--max-curves must be >= 1, got {args.max_curves}")
 
     from descentlab.analysis import curves, plots, stats, tables
     from descentlab.analysis.groups import group_runs
     from descentlab.analysis.report import log_analysis_run
     from descentlab.analysis.runs import AnalysisError, default_tracking_uri, iter_histories, load_runs
+    from descentlab.analysis.selection import best_configurations
     from descentlab.analysis.smoothing import get_smoother
 
     uri = default_tracking_uri()
@@ -95,10 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     row = "dataset.name" if "dataset.name" in shown else None
     hue = [c for c in shown if c not in (col, row)] or None
     every = curves.grid_every(_steps(runs))
+    # A figure with hundreds of configurations is unreadable (and slow to draw): each panel shows each optimizer's
+    # best ones and says so; the tables and loss_curves.csv keep every configuration.
+    drawn = best_configurations(runs, shown, "final/train_loss", args.max_curves,
+                                share=OPTIMIZER if OPTIMIZER in shown else None, facets=[c for c in (row, col) if c])
     with warnings.catch_warnings():
         if pooled:  # the user asked to pool; every output says so instead of a warning per figure
             warnings.simplefilter("ignore", UserWarning)
-        layout = plots.curve_layout(runs, hue=hue, col=col, row=row)
+        layout = plots.curve_layout(drawn.runs, hue=hue, col=col, row=row)
     # One pass over the histories, one run at a time: steps to the loss target, and each run's smoothed curve on
     # the step grid added into the figure's and the CSV's per-group accumulators. Nothing else of a run is kept.
     figure_curves = curves.CurveStats(layout.selected, layout.by)
@@ -144,11 +154,13 @@ def main(argv: list[str] | None = None) -> int:
             fig = plots.draw_loss_curves(plots.summarize_curves(figure_curves), layout, metric=LOSS, smooth=SMOOTH,
                                          logy=args.logy)
             plots.add_note(fig, f"curves: {curves.grid_note(every, SMOOTH)}")
+            plots.add_note(fig, drawn.note)
             plots.add_note(fig, pooled)
             plots.save_figure(fig, out, "loss_curves")
             tables.to_csv(plots.summarize_curves(csv_curves), out / "loss_curves.csv")
         if "final/train_loss" in runs.columns and shown:
-            fig = plots.final_metric_points(runs, metric="final/train_loss", x=shown, hue=None, logy=args.logy)
+            fig = plots.final_metric_points(drawn.runs, metric="final/train_loss", x=shown, hue=None, logy=args.logy)
+            plots.add_note(fig, drawn.note)
             plots.add_note(fig, pooled)
             plots.save_figure(fig, out, "final_train_loss")
         lr = "optimizer.lr"
