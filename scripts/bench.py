@@ -655,16 +655,20 @@ def profile_floor(w: Workload, iterations: int) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------- machine
-def machine_info(threads: int) -> dict[str, Any]:
-    """CPU, cores, versions, BLAS kernels and threads (inside the thread limit), load, date, git state."""
-    cpu = "unknown"
+def cpu_model(default: str = "unknown") -> str:
+    """The CPU's model name from /proc/cpuinfo (`default` where there is none)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return default
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    """CPU, cores, versions, BLAS kernels and threads (inside the thread limit), load, date, git state."""
+    cpu = cpu_model()
     blas = [{k: lib.get(k) for k in ("internal_api", "architecture", "version", "num_threads", "threading_layer",
                                       "prefix")} for lib in threadpool_info()]
     info: dict[str, Any] = {

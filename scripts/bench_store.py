@@ -704,14 +704,9 @@ def apply_upkeep(uri: str) -> dict[str, float]:
 
 def machine() -> str:
     """The machine in one line: CPU, cores, memory, OS, Python, SQLite."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from bench import cpu_model  # the sibling script
+
+    cpu = cpu_model(platform.processor() or platform.machine())
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GB, {platform.system()} {platform.release()}, "
             f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}")
