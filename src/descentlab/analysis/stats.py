@@ -194,37 +194,42 @@ def _ci(result: object, confidence: float) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class _Arm:
-    """One side of a comparison: its finite metric values and, when each `pair_on` value has one run, the value per
-    seed (for the paired test); computed once per arm, not once per pair."""
+    """One side of a comparison: its finite metric values' n, mean and variance and, when each `pair_on` value has
+    one run, the value per seed (for the paired test); computed once per arm, not once per pair."""
 
-    values: np.ndarray
+    n: int
+    mean: float
+    var: float
     by_seed: dict[Any, float] | None
 
     @classmethod
     def of(cls, rows: pd.DataFrame, metric: str, pair_on: str | None) -> _Arm:
         values = rows[metric].to_numpy(dtype=float)
+        n = len(values)
+        mean = float(values.mean()) if n else math.nan
+        var = float(values.var(ddof=1)) if n > 1 else math.nan
         if pair_on is None or pair_on not in rows.columns:
-            return cls(values, None)
+            return cls(n, mean, var, None)
         kept = rows[[pair_on, metric]].dropna()
         if kept[pair_on].duplicated().any():
-            return cls(values, None)  # several runs per seed: pairing is ambiguous
-        return cls(values, dict(zip(kept[pair_on], kept[metric].astype(float), strict=True)))
+            return cls(n, mean, var, None)  # several runs per seed: pairing is ambiguous
+        return cls(n, mean, var, dict(zip(kept[pair_on], kept[metric].astype(float), strict=True)))
 
-    def mean(self) -> float:
-        return float(self.values.mean()) if len(self.values) else math.nan
 
-    def var(self) -> float:
-        return float(self.values.var(ddof=1)) if len(self.values) > 1 else math.nan
+_NO_ARM = _Arm(0, math.nan, math.nan, None)
 
 
 def _pair(other: _Arm, base: _Arm) -> tuple[int, float, float]:
-    """(n_pairs, mean, std ddof=1) of the differences over the seeds both arms have."""
+    """(n_pairs, mean, std ddof=1) of the differences over the seeds both arms have (a handful of values: plain
+    Python is faster than NumPy here, and this runs once per pair)."""
     if other.by_seed is None or base.by_seed is None:
         return 0, math.nan, math.nan
-    d = np.array([v - base.by_seed[k] for k, v in other.by_seed.items() if k in base.by_seed], dtype=float)
-    if not len(d):
+    d = [v - base.by_seed[k] for k, v in other.by_seed.items() if k in base.by_seed]
+    n = len(d)
+    if not n:
         return 0, math.nan, math.nan
-    return len(d), float(d.mean()), float(d.std(ddof=1)) if len(d) > 1 else math.nan
+    mean = math.fsum(d) / n
+    return n, mean, math.sqrt(math.fsum((x - mean) ** 2 for x in d) / (n - 1)) if n > 1 else math.nan
 
 
 def _welch_columns(n_o: np.ndarray, m_o: np.ndarray, v_o: np.ndarray, n_b: np.ndarray, m_b: np.ndarray,
@@ -309,6 +314,8 @@ def compare_to_baseline(
         columns = [*_existing(runs, by, "grouping columns", required=False), on]
         grouping = group_runs(runs, list(dict.fromkeys(columns)), exclude=[metric])
     context, arms = split_arms(list(dict.fromkeys(columns)), on)
+    runs = runs.copy(deep=False)
+    runs.attrs = {}  # pandas deep-copies attrs into every slice: ~2 s of the ~15,000 slices of a large experiment
     used = runs[_outcomes(runs) == "finished"] if only_finished else runs
     used = used[np.isfinite(_numeric(used[metric]))].copy()
     used[metric] = _numeric(used[metric])
@@ -319,8 +326,7 @@ def compare_to_baseline(
         settings = [(dict(zip(arms, arm, strict=True)),
                      _Arm.of(in_group.loc[in_group.index.intersection(arm_rows.index)], metric, pair_on))
                     for arm, arm_rows in iter_groups(group, arms)]
-        bases = ([(arm, side) for arm, side in settings if str(arm[on]) == baseline]
-                 or [(None, _Arm(np.empty(0), None))])
+        bases = [(arm, side) for arm, side in settings if str(arm[on]) == baseline] or [(None, _NO_ARM)]
         for arm, other in settings:
             if str(arm[on]) == baseline or pd.isna(arm[on]):
                 continue
@@ -328,22 +334,17 @@ def compare_to_baseline(
                 rows.append({**dict(zip(context, key, strict=True)), **arm, "baseline": baseline,
                              **{f"baseline {k}": (base_arm or {}).get(k, math.nan) for k in arms[1:]}})
                 sides.append((other, base))
-    others, bases_ = [o for o, _ in sides], [b for _, b in sides]
-    n_o = np.array([len(a.values) for a in others], dtype=float)
-    n_b = np.array([len(a.values) for a in bases_], dtype=float)
-    m_o, m_b = np.array([a.mean() for a in others]), np.array([a.mean() for a in bases_])
-    v_o, v_b = np.array([a.var() for a in others]), np.array([a.var() for a in bases_])
+    n_o, m_o, v_o, n_b, m_b, v_b = (np.array(column, dtype=float).reshape(-1) for column in
+                                    zip(*((o.n, o.mean, o.var, b.n, b.mean, b.var) for o, b in sides), strict=True)) \
+        if sides else (np.empty(0),) * 6
     paired = np.array([_pair(o, b) for o, b in sides], dtype=float).reshape(-1, 3)
-    columns_of_stats = {"n": n_o.astype(int), "n_baseline": n_b.astype(int), "mean": m_o, "mean_baseline": m_b,
-                        **_welch_columns(n_o, m_o, v_o, n_b, m_b, v_b, confidence),
-                        **_paired_columns(paired[:, 0], paired[:, 1], paired[:, 2], confidence)}
-    for name, values in columns_of_stats.items():
-        for row, value in zip(rows, values.tolist(), strict=True):
-            row[name] = value
+    stats_frame = pd.DataFrame({"n": n_o.astype(int), "n_baseline": n_b.astype(int), "mean": m_o, "mean_baseline": m_b,
+                                **_welch_columns(n_o, m_o, v_o, n_b, m_b, v_b, confidence),
+                                **_paired_columns(paired[:, 0], paired[:, 1], paired[:, 2], confidence)})
     columns = [*context, *arms, "baseline", *(f"baseline {k}" for k in arms[1:]), "n", "n_baseline", "mean",
                "mean_baseline", "diff", "ci_low", "ci_high", "t", "df", "p", "n_pairs", "paired_diff",
                "paired_ci_low", "paired_ci_high", "paired_p"]
-    result = pd.DataFrame(rows, columns=columns)
+    result = pd.concat([pd.DataFrame(rows, columns=columns[: -len(stats_frame.columns)]), stats_frame], axis=1)
     result.attrs.update({"metric": metric, "confidence": confidence, "grouping": grouping})
     return result
 
