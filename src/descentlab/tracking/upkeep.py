@@ -40,6 +40,7 @@ from descentlab import compat
 
 __all__ = [
     "ANALYSIS_LIMIT",
+    "FULL_ANALYZE_ROWS",
     "POSTGRES_INDEX",
     "REANALYZE_GROWTH",
     "SQLITE_INDEX",
@@ -54,6 +55,8 @@ _log = logging.getLogger(__name__)
 SQLITE_INDEX = "descentlab_tags_key_value"
 POSTGRES_INDEX = "descentlab_tags_value_hash"
 ANALYSIS_LIMIT = 1000  # rows ANALYZE reads per index (SQLite's advice: 100..1000); statistics stay approximate
+FULL_ANALYZE_ROWS = 4_000_000  # up to this many rows in MLflow's largest table (~2,000 runs of 2,000 steps), ANALYZE
+# reads everything (~1.5 s at the limit, 0.1 s at 100 runs): a sampled one misjudged small stores' `metrics` indexes
 REANALYZE_GROWTH = 2.0  # re-ANALYZE once a table holds this many times the rows its statistics recorded
 BUSY_TIMEOUT_S = 20.0  # as MLflow's own sessions: wait for a writer rather than fail
 
@@ -181,12 +184,22 @@ def _sqlite_statistics_stale(con: sqlite3.Connection) -> bool:
     return False
 
 
+def _has_table(con: sqlite3.Connection, table: str) -> bool:
+    return con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is not None
+
+
 def _refresh_sqlite(uri: str) -> None:
     with _sqlite(uri) as con:
         if con is None:
             return
         if _sqlite_statistics_stale(con):
-            con.execute(f"PRAGMA analysis_limit = {ANALYSIS_LIMIT}")
+            # A sampled ANALYZE reads the first rows of each index only; on a store of a few hundred runs that made
+            # MLflow's `metrics (key, ...)` index look selective and the UI's chart query scan every run's points
+            # (4.9 s instead of 1.6 s for 100 runs at 112 runs). Below FULL_ANALYZE_ROWS rows the exact ANALYZE
+            # costs at most ~1.5 s; above, the sample's first key covers every sampled row and the plans hold.
+            largest = max((con.execute(f'SELECT max(rowid) FROM "{t}"').fetchone()[0] or 0)
+                          for t in compat.MLFLOW_STATISTICS_TABLES if _has_table(con, t))
+            con.execute(f"PRAGMA analysis_limit = {0 if largest <= FULL_ANALYZE_ROWS else ANALYSIS_LIMIT}")
             con.execute("ANALYZE")
         con.execute("PRAGMA optimize")  # SQLite's own upkeep (analyses more from 3.46 on)
 
