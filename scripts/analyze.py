@@ -36,6 +36,7 @@ METRICS = ("final/train_loss", "final/test_acc", "best/test_acc", "duration_s")
 OPTIMIZER = "optimizer.name"
 LOSS = "train/loss"
 SMOOTH = "kaiser"  # the book's smoothing of loss curves
+MAX_PAIRS = 200_000  # baseline comparisons written in full up to this many pairs (1,000 configurations: ~190,000)
 TARGET_WINDOW = 50  # steps to the loss target: the first step whose trailing 50-step mean reaches it
 
 
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--max-curves must be >= 1, got {args.max_curves}")
 
     from descentlab.analysis import curves, plots, stats, tables
-    from descentlab.analysis.groups import group_runs
+    from descentlab.analysis.groups import group_runs, setting_keys
     from descentlab.analysis.report import log_analysis_run
     from descentlab.analysis.runs import AnalysisError, default_tracking_uri, iter_histories, load_runs
     from descentlab.analysis.selection import best_configurations
@@ -142,9 +143,20 @@ def main(argv: list[str] | None = None) -> int:
     runs.to_csv(out / "runs.csv", index=False)
 
     if OPTIMIZER in runs.columns and args.baseline in set(runs[OPTIMIZER].astype(str)):
+        # Every configuration against every baseline configuration of its context is quadratic: with more than
+        # MAX_PAIRS pairs, each is compared with the baseline's best configuration only (and the output says so).
+        is_base = runs[OPTIMIZER].astype(str) == args.baseline
+        configs = setting_keys(runs, shown)
+        n_base, n_other = max(1, configs[is_base].nunique()), max(1, configs[~is_base].nunique())
+        against = "every" if n_base * n_other <= MAX_PAIRS else "best"
+        if against == "best":
+            print(f"vs_{args.baseline}_*.csv: each of {n_other:,} configurations against the best of the "
+                  f"{n_base:,} {args.baseline} configurations of its context ({n_other * n_base:,} pairs would be "
+                  "too many)")
         for metric in ("final/train_loss", "final/test_acc"):
             if metric in runs.columns:
-                comparison = stats.compare_to_baseline(runs, args.baseline, metric, by=by)
+                comparison = stats.compare_to_baseline(runs, args.baseline, metric, by=by, against=against,
+                                                       lower_is_better=metric != "final/test_acc")
                 tables.to_csv(comparison, out / f"vs_{args.baseline}_{metric.replace('/', '_')}.csv")
 
     with warnings.catch_warnings():

@@ -276,6 +276,23 @@ def test_compare_to_baseline_matches_scipy_pair_by_pair_on_many_arms() -> None:
             assert r[key] == pytest.approx(value, rel=1e-9, nan_ok=True), (key, r)
 
 
+def test_compare_to_baseline_against_the_best_baseline_arm_only() -> None:
+    runs = pd.DataFrame(
+        [("sgd", lr, s, loss + s / 100, acc)
+         for lr, loss, acc in ((0.1, 0.5, 0.90), (0.01, 0.3, 0.80), (1.0, 0.9, 0.95)) for s in range(3)]
+        + [("adam", 0.001, s, 0.2 + s / 100, 0.85) for s in range(3)],
+        columns=["optimizer.name", "optimizer.lr", "seed", "final/train_loss", "final/test_acc"])
+    every = compare_to_baseline(runs, "sgd", "final/train_loss")
+    best = compare_to_baseline(runs, "sgd", "final/train_loss", against="best")
+    assert len(every) == 3 and list(best["baseline optimizer.lr"]) == [0.01]  # sgd's lowest mean loss
+    pd.testing.assert_frame_equal(best.reset_index(drop=True),
+                                  every[every["baseline optimizer.lr"] == 0.01].reset_index(drop=True))
+    acc = compare_to_baseline(runs, "sgd", "final/test_acc", against="best", lower_is_better=False)
+    assert list(acc["baseline optimizer.lr"]) == [1.0]  # sgd's highest mean accuracy
+    with pytest.raises(AnalysisError, match="against must be 'every' or 'best', got 'all'"):
+        compare_to_baseline(runs, "sgd", "final/train_loss", against="all")
+
+
 # -- performance profile --------------------------------------------------------------------------
 def profile_runs() -> pd.DataFrame:
     """P1: A=1 (mean of 0.5, 1.5), B=2, C=4.  P2: A=3, B=1.5, C diverged on one seed.  P3: only killed runs."""

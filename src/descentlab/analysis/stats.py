@@ -282,8 +282,14 @@ def compare_to_baseline(
     confidence: float = 0.95,
     pair_on: str | None = "seed",
     only_finished: bool = True,
+    against: str = "every",
+    lower_is_better: bool = True,
 ) -> pd.DataFrame:
     """Each other `on` setting against the `baseline` ones of the same context: difference of means (other − baseline).
+
+    `against="best"`: only against the baseline's best arm of each context (lowest mean `metric`, or highest when not
+    `lower_is_better`), for experiments with so many arms that every pair is too many (1,000 configurations per
+    optimizer make a million pairs).
 
     Like with like: an Adam and an SGD run always differ in `optimizer.*`, so the unit compared (an arm)
     is a setting of `on` and the other keys of its group that vary (e.g. `optimizer.lr`), and both sides
@@ -300,6 +306,8 @@ def compare_to_baseline(
     Only finished runs with a finite metric are used by default.
     """
     _check_confidence(confidence)
+    if against not in ("every", "best"):
+        raise AnalysisError(f"against must be 'every' or 'best', got {against!r}")
     for column in (on, metric):
         if column not in runs.columns:
             raise AnalysisError(f"no column {column!r} in the runs")
@@ -327,6 +335,9 @@ def compare_to_baseline(
                      _Arm.of(in_group.loc[in_group.index.intersection(arm_rows.index)], metric, pair_on))
                     for arm, arm_rows in iter_groups(group, arms)]
         bases = [(arm, side) for arm, side in settings if str(arm[on]) == baseline] or [(None, _NO_ARM)]
+        if against == "best" and len(bases) > 1:
+            sign = 1.0 if lower_is_better else -1.0
+            bases = [min(bases, key=lambda b: sign * b[1].mean if b[1].n else math.inf)]
         for arm, other in settings:
             if str(arm[on]) == baseline or pd.isna(arm[on]):
                 continue
