@@ -36,6 +36,7 @@ METRICS = ("final/train_loss", "final/test_acc", "best/test_acc", "duration_s")
 OPTIMIZER = "optimizer.name"
 LOSS = "train/loss"
 SMOOTH = "kaiser"  # the book's smoothing of loss curves
+PRINT_ROWS = 60  # summary rows printed; the files hold them all
 MAX_PAIRS = 200_000  # baseline comparisons written in full up to this many pairs (1,000 configurations: ~190,000)
 TARGET_WINDOW = 50  # steps to the loss target: the first step whose trailing 50-step mean reaches it
 
@@ -136,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         wide.attrs["notes"] = [*wide.attrs["notes"], note]
     unit = "configurations" if by is None else "groups"
     title = f"{args.experiment}: {len(runs)} runs in {len(wide)} {unit}"
-    tables.print_table(wide, title=title)
+    tables.print_table(wide.head(PRINT_ROWS), title=title)  # a terminal of 10,000 rows helps nobody
+    if len(wide) > PRINT_ROWS:
+        print(f"... {len(wide) - PRINT_ROWS:,} more rows in {out / 'summary.md'} and summary.csv")
     (out / "summary.md").write_text(tables.to_markdown_report(wide, title))
     (out / "summary.tex").write_text("".join(f"% {note}\n" for note in wide.attrs["notes"]) + tables.to_latex(wide))
     tables.to_csv(summary, out / "summary.csv")
