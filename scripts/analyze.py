@@ -1,7 +1,7 @@
 """Compare the tracked runs of an experiment: tables across seeds, plots, a baseline comparison.
 
     python scripts/analyze.py optimizer-comparison [--by optimizer,lr] [--sweep ID] [--logy | --no-logy]
-                              [--baseline sgd] [--out reports/NAME]
+                              [--baseline sgd] [--out reports/NAME] [--max-curves 12]
 
 Like with like: a row, a curve or a band holds the seeds of one configuration. Runs are grouped by every
 config key that varies between them except the seed (keys that only say where or how a run is stored,
@@ -16,6 +16,11 @@ point plots, a learning-rate sensitivity plot when `optimizer.lr` was swept, a p
 optimizers ran on several problems (settings of the other keys); prints the summary; logs everything as an
 `analysis` run in the experiment. The y axes are logarithmic when the plotted values span more than two
 decades (--logy / --no-logy force it).
+
+Large experiments: runs are read in pages (bulk SQL on a store reached directly) and histories one run at a time
+into per-configuration accumulators on a grid of at most ~500 steps (stated on the figure), so memory does not grow
+with the runs' points; a panel of more than --max-curves configurations shows each optimizer's best ones; with more
+than 200,000 configuration pairs the baseline comparison takes the baseline's best configuration per context.
 """
 
 from __future__ import annotations
