@@ -161,7 +161,18 @@ def ensure_indexes(uri: str, engine: Any | None = None) -> list[str]:
     return []
 
 
-def _sqlite_statistics_stale(con: sqlite3.Connection) -> bool:
+def _watched_tables(con: sqlite3.Connection) -> dict[str, tuple[list[str], int]]:
+    """The watched MLflow tables in this store: their indexes and their row count (`max(rowid)`: O(log n))."""
+    tables: dict[str, tuple[list[str], int]] = {}
+    for table in compat.MLFLOW_STATISTICS_TABLES:
+        indexes = [row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?",
+                                                 (table,))]
+        if indexes:  # else not an MLflow table here
+            tables[table] = (indexes, con.execute(f'SELECT max(rowid) FROM "{table}"').fetchone()[0] or 0)
+    return tables
+
+
+def _sqlite_statistics_stale(con: sqlite3.Connection, tables: dict[str, tuple[list[str], int]]) -> bool:
     """No statistics, an index of the watched tables without them, or a table grown `REANALYZE_GROWTH`-fold."""
     if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").fetchone() is None:
         return True
@@ -169,12 +180,7 @@ def _sqlite_statistics_stale(con: sqlite3.Connection) -> bool:
     for tbl, idx, stat in con.execute("SELECT tbl, idx, stat FROM sqlite_stat1"):
         with contextlib.suppress(ValueError, IndexError):
             recorded[(tbl, idx)] = int(str(stat).split()[0])
-    for table in compat.MLFLOW_STATISTICS_TABLES:
-        indexes = [row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?",
-                                                 (table,))]
-        if not indexes:
-            continue  # not an MLflow table here
-        rows = con.execute(f'SELECT max(rowid) FROM "{table}"').fetchone()[0] or 0  # O(log n): ~ the row count
+    for table, (indexes, rows) in tables.items():
         if rows == 0:
             continue  # ANALYZE records nothing for an empty table
         if any((table, index) not in recorded for index in indexes):
@@ -184,21 +190,17 @@ def _sqlite_statistics_stale(con: sqlite3.Connection) -> bool:
     return False
 
 
-def _has_table(con: sqlite3.Connection, table: str) -> bool:
-    return con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is not None
-
-
 def _refresh_sqlite(uri: str) -> None:
     with _sqlite(uri) as con:
         if con is None:
             return
-        if _sqlite_statistics_stale(con):
+        tables = _watched_tables(con)
+        if _sqlite_statistics_stale(con, tables):
             # A sampled ANALYZE reads the first rows of each index only; on a store of a few hundred runs that made
             # MLflow's `metrics (key, ...)` index look selective and the UI's chart query scan every run's points
             # (4.9 s instead of 1.6 s for 100 runs at 112 runs). Below FULL_ANALYZE_ROWS rows the exact ANALYZE
             # costs at most ~1.5 s; above, the sample's first key covers every sampled row and the plans hold.
-            largest = max((con.execute(f'SELECT max(rowid) FROM "{t}"').fetchone()[0] or 0)
-                          for t in compat.MLFLOW_STATISTICS_TABLES if _has_table(con, t))
+            largest = max((rows for _, rows in tables.values()), default=0)
             con.execute(f"PRAGMA analysis_limit = {0 if largest <= FULL_ANALYZE_ROWS else ANALYSIS_LIMIT}")
             con.execute("ANALYZE")
         con.execute("PRAGMA optimize")  # SQLite's own upkeep (analyses more from 3.46 on)
