@@ -141,13 +141,10 @@ class ClassifyTask:
             better = better_sibling(tracker.client, tracker.experiment_id, BEST_METRIC, value,
                                     parent_run_id=tracker.parent_run_id, group=tracker.tags.get(GROUP_TAG))
         except Exception as exc:  # a file too many rather than the best run's weights missing
-            print(f"warning: {name_of(tracker)}: weights kept, the best-so-far query failed: {exc}", file=sys.stderr)
+            print(f"warning: {tracker.run_name}: weights kept, the best-so-far query failed: {exc}", file=sys.stderr)
             return True, f"tracking.weights=best, comparison failed ({type(exc).__name__}): kept"
         if better is None:
             return True, f"best so far: {BEST_METRIC} {value:.6g}"
         return False, (f"not the best so far: run {better.run_id} ({better.run_name}) has {BEST_METRIC} "
                        f"{better.value:.6g} > {value:.6g}")
 
-
-def name_of(tracker: Any) -> str:
-    return str(getattr(tracker, "run_name", None) or getattr(tracker, "run_id", "run"))
