@@ -147,4 +147,3 @@ class ClassifyTask:
             return True, f"best so far: {BEST_METRIC} {value:.6g}"
         return False, (f"not the best so far: run {better.run_id} ({better.run_name}) has {BEST_METRIC} "
                        f"{better.value:.6g} > {value:.6g}")
-
