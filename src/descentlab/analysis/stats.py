@@ -187,11 +187,6 @@ def steps_to_target(
     return result
 
 
-def _ci(result: object, confidence: float) -> tuple[float, float]:
-    ci = result.confidence_interval(confidence)  # type: ignore[attr-defined]
-    return float(ci.low), float(ci.high)
-
-
 @dataclass(frozen=True)
 class _Arm:
     """One side of a comparison: its finite metric values' n, mean and variance and, when each `pair_on` value has
