@@ -74,10 +74,15 @@ def carve(data: Dataset, *, train_subset: int | None = None, validation: float =
     notes = [] if keep == n else [f"first {keep} of {n} training examples"]
     val_rows = None
     if validation > 0.0:
-        try:
-            train_part, val_part = stratified_split(data.y_train[:keep], seed=seed, test_fraction=validation)
-        except ValueError as exc:
-            raise ValueError(f"cannot hold out validation={validation} of {keep} training examples: {exc}") from None
+        labels = data.y_train[:keep]
+        counts = per_class_test_counts(labels, validation)
+        sizes = dict(zip(*(v.tolist() for v in np.unique(labels, return_counts=True)), strict=True))
+        for c, k in counts.items():
+            if not 0 < k < sizes[c]:
+                raise ValueError(f"cannot hold out validation={validation} of {keep} training examples: every class "
+                                 f"needs at least one validation and one training example, and class {c} has "
+                                 f"{sizes[c]} (a larger validation fraction or train_subset is allowed)")
+        train_part, val_part = stratified_split(labels, seed=seed, test_fraction=validation)
         rows, val_rows = np.sort(train_part), np.sort(val_part)  # training order kept: a prefix stays a prefix
         notes.append(f"{len(val_rows)} held out for validation (stratified, seed {seed})")
     info = dataclasses.replace(data.info, n_train=len(rows), n_val=0 if val_rows is None else len(val_rows),
