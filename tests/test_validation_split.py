@@ -74,10 +74,12 @@ def test_evaluations_and_the_summary_report_the_whole_validation_set(digits) -> 
     loss, acc = model.evaluate(data.x_val, data.y_val)
     assert (metrics["val/loss"], metrics["val/acc"]) == (loss, acc)
     assert "val/loss" not in evaluate(model, digits, 100, 50)
-    history = History(losses=np.ones(3), evals=[{"step": 0.0, "test/acc": 0.1, "val/loss": 2.0, "val/acc": 0.3},
-                                                {"step": 1.0, "test/acc": 0.2, "val/loss": 1.5, "val/acc": 0.2}])
+    evals = [{"step": 0.0, "test/acc": 0.1, "test/loss": 2.1, "val/loss": 2.0, "val/acc": 0.3},
+             {"step": 1.0, "test/acc": 0.2, "test/loss": 1.4, "val/loss": 1.5, "val/acc": 0.2}]
+    history = History(losses=np.ones(3), evals=evals)
     summary = history.summary()
     assert (summary["final/val_loss"], summary["final/val_acc"], summary["best/val_acc"]) == (1.5, 0.2, 0.3)
+    assert (summary["final/test_loss"], summary["final/test_acc"]) == (1.4, 0.2)
 
 
 def test_new_knobs_at_their_neutral_values_keep_a_configs_identity() -> None:

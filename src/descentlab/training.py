@@ -55,12 +55,14 @@ class History:
     start_step: int = 0  # losses[i] is the loss at step start_step + i (0 unless resumed)
 
     def summary(self, window: int = 100) -> dict[str, float]:
-        """Summary metrics: mean loss of the last `window` steps, final and best test accuracy."""
+        """Summary metrics: mean loss of the last `window` steps, final test accuracy and loss (the last evaluation
+        is on the whole test set), best test accuracy; the same for the validation set when there is one."""
         out: dict[str, float] = {}
         if len(self.losses):
             out["final/train_loss"] = float(np.mean(self.losses[-window:]))
         if self.evals:
             out["final/test_acc"] = self.evals[-1]["test/acc"]
+            out["final/test_loss"] = self.evals[-1]["test/loss"]
             out["best/test_acc"] = max(e["test/acc"] for e in self.evals)
             if "val/loss" in self.evals[-1]:
                 out["final/val_loss"] = self.evals[-1]["val/loss"]
