@@ -183,3 +183,16 @@ def test_help_lists_only_the_groups_a_user_chooses_from() -> None:
     assert listed == {"dataset", "experiment", "model", "optimizer", "task", "tracking"}
     assert not re.search(r"schema_(model|dataset|task|optimizer)", out)  # the stored schemas stay hidden
     assert "hydra/launcher=...: basic (the default" in out
+
+
+def test_a_presets_values_win_over_the_primary_config_and_the_command_line_over_both(tmp_path: Path) -> None:
+    """`_self_` comes before `experiment` in conf/config.yaml: a preset that sets training.iterations gets it."""
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "probe.yaml").write_text(
+        "# @package _global_\ntraining:\n  iterations: 903\n  batch_size: 100\nseed: 4\n")
+    searchpath = f"hydra.searchpath=[file://{tmp_path}]"
+    cfg = make(searchpath, "experiment=probe")
+    assert (cfg.training.iterations, cfg.training.batch_size, cfg.seed) == (903, 100, 4)
+    assert cfg.training.eval_every == 100  # what the preset leaves alone keeps the primary config's value
+    cfg = make(searchpath, "experiment=probe", "training.iterations=7")
+    assert cfg.training.iterations == 7
