@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from descentlab.analysis.plots import COMPLETE_OUTCOMES, _t_quantile, add_note, new_figure
+from descentlab.analysis.plots import _t_quantile, add_note, new_figure
 from descentlab.analysis.smoothing import smooth_kaiser
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
 ]
 
 ACTIVATION_ORDER = ("sigmoid", "tanh", "relu")
+TRAINED_OUTCOMES = ("finished", "diverged")  # what training gave; killed and failed runs are redone by a rerun
 # The book's looks: Figure 6-15's markers per initialisation, Figure 6-18's two lines.
 INIT_MARKERS = {"xavier": "s", "he": "D"}
 BN_STYLE = {True: ("-", "tab:blue", "Batch Normalization"), False: ("--", "tab:green", "Normal (without BatchNorm)")}
@@ -53,7 +54,7 @@ def _init_labels(frame: pd.DataFrame) -> list[str]:
     return [label for _, label in sorted(zip(ranks, pairs["init"], strict=True))]
 
 
-def latest_runs(runs: pd.DataFrame, keys: Sequence[str], outcomes: Collection[str] = COMPLETE_OUTCOMES) -> pd.DataFrame:
+def latest_runs(runs: pd.DataFrame, keys: Sequence[str], outcomes: Collection[str] = TRAINED_OUTCOMES) -> pd.DataFrame:
     """The runs whose outcome is in `outcomes` (finished or diverged: what training gave), the latest per `keys`."""
     chosen = runs[runs["outcome"].isin(outcomes)].sort_values("start_time")
     return chosen.drop_duplicates(list(keys), keep="last").reset_index(drop=True)
@@ -241,8 +242,10 @@ def figure_batch_norm(curves: pd.DataFrame) -> Figure:
                 continue
             mean = _mean_band(part, [], "epoch", "value")
             style, color, label = BN_STYLE[bn]
-            ax.plot(mean["epoch"], mean["mean"], style, color=color, lw=1.2, label=label)
-            if (part["outcome"] == "diverged").any():
+            gone = bool((part["outcome"] == "diverged").any())  # its last tracked point marked with an x
+            ax.plot(mean["epoch"], mean["mean"], style, color=color, lw=1.2, label=label,
+                    marker="x" if gone else None, markevery=[len(mean) - 1] if gone else None)
+            if gone:
                 diverged.append("BN" if bn else "no BN")
         ax.set_title(f"W:{w:.6g}", fontsize=9)
         ax.set_ylim(0, 1.0)
@@ -256,7 +259,7 @@ def figure_batch_norm(curves: pd.DataFrame) -> Figure:
     fig.supxlabel("epochs", fontsize=9)
     fig.supylabel("training accuracy", fontsize=9)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8)
+    fig.legend(handles, labels, loc="outside upper center", ncols=2, fontsize=8)
     return fig
 
 
