@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from descentlab.config.checks import ConfigError
-from descentlab.config.settings import JobSettings
+from descentlab.config.settings import ActivationsSettings, JobSettings
 
 # The range each activation's histogram covers, as the book plots it (ReLU's: (0, 1) too, its large values cut).
 HISTOGRAM_RANGES: dict[str, tuple[float, float]] = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "relu": (0.0, 1.0)}
@@ -82,8 +82,8 @@ class ActivationsTask:
         self.settings = settings
         self.error: str | None = None
         m, t = settings.model, settings.task
-        self.n_inputs: int = getattr(t, "n_inputs")  # noqa: B009 (ActivationsSettings; JobSettings.task is a union)
-        self.bins: int = getattr(t, "bins")  # noqa: B009
+        assert isinstance(t, ActivationsSettings)
+        self.n_inputs, self.bins = t.n_inputs, t.bins
         if not m.hidden_sizes:
             raise ConfigError("task=activations needs at least one hidden layer in model.hidden_sizes, got []")
         if m.activation not in HISTOGRAM_RANGES:
