@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from descentlab.experiments import Launch, Options, Preset
 
 VARIANTS = ((0.0, 0.0), (0.1, 0.0), (0.0, 0.2))  # (weight decay, dropout)
 SEEDS, DATASET, ITERATIONS, QUICK_ITERATIONS = 1, "mnist_5k", 903, 30  # 301 epochs of 3 iterations; quick: 10
 TRAIN_SUBSET, BATCH = 300, 100
+# The yaml's training settings, also on the command line: conf/config.yaml lists `_self_` after `experiment`, so
+# its own training.* values win over an experiment yaml's (the same values here: the config hash is unchanged).
+TRAINING = (f"training.batch_size={BATCH}", "training.eval_every=3", "training.eval_train_subset=null",
+            "training.eval_test_subset=null")
 
 
 def reproduce(options: Options, launch: Launch, out: Path, uri: str) -> list[Path]:
@@ -26,9 +32,8 @@ def reproduce(options: Options, launch: Launch, out: Path, uri: str) -> list[Pat
     seeds = options.seeds or SEEDS
     dataset = options.dataset or DATASET
     iterations = options.iterations or (QUICK_ITERATIONS if options.quick else ITERATIONS)
-    common = [f"seed={','.join(str(s) for s in range(seeds))}", f"dataset={dataset}"]
-    if iterations != ITERATIONS:
-        common.append(f"training.iterations={iterations}")
+    common = [f"seed={','.join(str(s) for s in range(seeds))}", f"dataset={dataset}",
+              f"training.iterations={iterations}", *TRAINING]
     launch(["experiment=overfit", "model.weight_decay=0,0.1", *common])
     launch(["experiment=overfit", "model.dropout=0.2", *common])
     out.mkdir(parents=True, exist_ok=True)
@@ -37,7 +42,7 @@ def reproduce(options: Options, launch: Launch, out: Path, uri: str) -> list[Pat
         "task.name": "classify", "dataset.name": dataset, "training.iterations": iterations,
         "dataset.train_subset": TRAIN_SUBSET, "model.name": "mlp_7x100"})
     variant = list(zip(runs["model.weight_decay"].astype(float), runs["model.dropout"].astype(float), strict=True))
-    runs = runs[[v in VARIANTS for v in variant] & (runs["seed"] < seeds)]
+    runs = runs[np.array([v in VARIANTS for v in variant]) & (runs["seed"] < seeds).to_numpy()]
     runs = latest_runs(runs, ["model.weight_decay", "model.dropout", "seed"])
     history = load_history(runs, metrics=["train/acc", "test/acc"], tracking_uri=uri)
     curves = overfit_curves(history, runs, iterations_per_epoch=TRAIN_SUBSET / BATCH)
