@@ -211,17 +211,24 @@ def figure_activation_grid(hists: pd.DataFrame) -> Figure:
 
 
 def activation_summary(history: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Per activation and initialisation: each layer's std and its saturated (sigmoid, tanh) or zero (ReLU) share."""
+    """Per activation and initialisation: each layer's std (`std L1`..), and the last layer's share at the flat
+    ends (`end share`: within 0.01 of sigmoid's/tanh's bounds, or exactly 0 for ReLU) — narrow enough to print."""
     h = history[history["metric"].str.match(r"layer\d+/(std|saturated|zero)$")]
     if h.empty:
         return pd.DataFrame()
-    wide = h.pivot_table(index="run_id", columns="metric", values="value")
+    h = h.assign(layer=h["metric"].str.extract(r"layer(\d+)/")[0].astype(int),
+                 kind=h["metric"].str.split("/").str[1])
+    std = h[h["kind"] == "std"].pivot_table(index="run_id", columns="layer", values="value")
+    std.columns = [f"std L{c}" for c in std.columns]
+    ends = h[h["kind"] != "std"]
+    last = ends[ends["layer"] == ends.groupby("run_id")["layer"].transform("max")].set_index("run_id")["value"]
     keep = runs.set_index("run_id")[["model.activation", "model.weight_init"]]
-    out = keep.join(wide, how="inner").reset_index(drop=True)
+    out = keep.join(std, how="inner").join(last.rename("end share (last layer)"))
     out.insert(1, "init", out["model.weight_init"].map(init_label))
     rank = out["model.activation"].map({a: i for i, a in enumerate(ACTIVATION_ORDER)}).fillna(99)
     out = out.assign(_r=rank, _i=out["model.weight_init"].map(_init_rank)).sort_values(["_r", "_i"])
-    return out.drop(columns=["_r", "_i", "model.weight_init"]).rename(columns={"model.activation": "activation"})
+    out = out.drop(columns=["_r", "_i", "model.weight_init"]).rename(columns={"model.activation": "activation"})
+    return out.reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------------- batch_norm (6-18)
