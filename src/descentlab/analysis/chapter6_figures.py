@@ -169,7 +169,8 @@ def figure_activation_grid(hists: pd.DataFrame) -> Figure:
     activation's range (the book's Figures 6-10 to 6-14, all in one grid). One seed (the histograms' first run).
 
     A row shares its y axis (labels on the first panel, as the book's row). ReLU rows are clipped above the other
-    bins (the book's ylim(0, 7000)), the first bin's share written in each panel. 3 x ticks a panel and a fixed layout
+    bins (the book's ylim(0, 7000)); each ReLU panel names the first bin's share of the values within the plotted
+    range (values above 1 are not counted, as in the book's plt.hist). 3 x ticks a panel and a fixed layout
     (no constrained layout): 60 panels then draw in about a second instead of several."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
