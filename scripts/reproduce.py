@@ -1,126 +1,83 @@
-"""Redraw the book's Figure 6-8 or 6-9 from tracked runs, running the experiment first if needed.
+"""Reproduce one of the book's figures or studies (a preset) from tracked runs, running its sweeps first if needed.
 
     python scripts/reproduce.py fig6_8
     python scripts/reproduce.py fig6_9 --seeds 3 [--dataset mnist_5k] [--iterations 2000] [--out reports]
+    python scripts/reproduce.py weight_init|batch_norm|overfit [--quick] [--seeds N]
 
-The runs come from `python train.py -m experiment=<figure> ...`; jobs already tracked as FINISHED are skipped,
-so running this again only redraws. Figures (PNG, PDF) and the plotted data (CSV) go to `<out>/<figure>/` and
-are logged as artifacts of an `analysis` run in the figure's MLflow experiment.
+Each preset is `conf/experiment/<name>.yaml` plus `descentlab.experiments.<name>`; its runs come from
+`python train.py -m experiment=<name> ...`, and jobs already tracked as FINISHED are skipped, so running this
+again only redraws. Figures (PNG, PDF), the plotted data (CSV) and summaries go to `<out>/<name>/` and are logged
+as artifacts of an `analysis` run in the preset's MLflow experiment. --quick: a few iterations (the figure's shape
+in seconds, what CI runs); --seeds, --dataset, --iterations: None keeps the preset's own default.
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from descentlab.interrupts import run_child
+from descentlab.experiments import PRESET_NAMES, Options, Preset, get_preset
 
 REPO = Path(__file__).resolve().parent.parent
-OPTIMIZERS = ("sgd", "momentum", "adagrad", "adam")
 
 
-def run_sweep(figure: str, seeds: int, dataset: str, parallel: bool, iterations: int | None,
-              sweep_dir: Path | None = None) -> None:
-    """Launch (or complete) the figure's sweep through train.py; finished jobs are skipped."""
-    args = [sys.executable, str(REPO / "train.py"), "-m", f"experiment={figure}", f"optimizer={','.join(OPTIMIZERS)}"]
-    if sweep_dir is not None:  # Hydra's job folders; by default multirun/ of the repository
-        args.append(f"hydra.sweep.dir={sweep_dir.resolve()}/${{now:%Y-%m-%d}}/${{now:%H-%M-%S.%f}}")
-    if figure == "fig6_9":
-        args += [f"seed={','.join(str(s) for s in range(seeds))}", f"dataset={dataset}"]
-        if iterations is not None:
-            args.append(f"training.iterations={iterations}")
-    if parallel:
-        args.append("hydra/launcher=parallel")
-    print("running:", " ".join(args[1:]), flush=True)
-    # Ctrl-C or SIGTERM reach train.py once, through us: its jobs end KILLED with their points, and we exit as it did.
-    code = run_child(args, cwd=REPO)
-    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
-        print(f"interrupted: the {figure} sweep stopped (exit {code}); run the same command to finish it",
-              file=sys.stderr)
-        raise SystemExit(code)
-    if code != 0:
-        raise SystemExit(f"error: the {figure} sweep failed (exit {code})")
+def load_preset(name: str) -> Preset:
+    """The preset `name`; one that is listed but whose module is not there yet is a one-line error."""
+    try:
+        return get_preset(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != f"descentlab.experiments.{name}":
+            raise
+        raise SystemExit(f"error: preset {name!r} is not available in this checkout (no module "
+                         f"descentlab.experiments.{name}); available: {', '.join(available())}") from None
 
 
-def reproduce_fig6_8(out: Path, uri: str) -> list[Path]:
-    import numpy as np
+def available() -> list[str]:
+    """The listed presets whose module exists."""
+    import importlib.util
 
-    from descentlab.analysis.book_figures import figure_6_8
-    from descentlab.analysis.plots import save_figure
-    from descentlab.analysis.runs import load_history, load_runs
-
-    runs = load_runs("fig6_8", tracking_uri=uri, params={"task.objective": "book"})
-    runs = runs[runs["outcome"] == "finished"].sort_values("start_time").drop_duplicates("optimizer.name", keep="last")
-    history = load_history(runs, metrics=["path/x", "path/y"], tracking_uri=uri)
-    paths = {}
-    for name in OPTIMIZERS:
-        row = runs[runs["optimizer.name"] == name]
-        if row.empty:
-            raise SystemExit(f"error: no FINISHED fig6_8 run for optimizer {name!r}")
-        h = history[history["run_id"] == row["run_id"].iloc[0]]
-        wide = h.pivot_table(index="step", columns="metric", values="value").sort_index()
-        paths[name] = np.column_stack([wide["path/x"].to_numpy(), wide["path/y"].to_numpy()])
-    data = history.merge(runs[["run_id", "optimizer.name", "optimizer.lr"]], on="run_id")
-    data.to_csv(out / "fig6_8_paths.csv", index=False)
-    return [*save_figure(figure_6_8(paths), out, "fig6_8"), out / "fig6_8_paths.csv"]
-
-
-def reproduce_fig6_9(out: Path, uri: str, seeds: int, dataset: str, iterations: int) -> list[Path]:
-    from descentlab.analysis.book_figures import figure_6_9, figure_6_9_ours
-    from descentlab.analysis.plots import save_figure
-    from descentlab.analysis.runs import load_history, load_runs
-    from descentlab.analysis.stats import aggregate
-    from descentlab.analysis.tables import format_summary, print_table
-
-    runs = load_runs("fig6_9", tracking_uri=uri, params={"dataset.name": dataset, "training.iterations": iterations})
-    runs = runs[(runs["outcome"] == "finished") & (runs["seed"] < seeds)]
-    runs = runs.sort_values("start_time").drop_duplicates(["optimizer.name", "seed"], keep="last")
-    history = load_history(runs, metrics=["train/loss"], tracking_uri=uri)
-    data = history.merge(runs[["run_id", "optimizer.name", "seed"]], on="run_id")
-    data.to_csv(out / "fig6_9_train_loss.csv", index=False)
-    summary = aggregate(runs, by=("optimizer.name",), metrics=("final/train_loss", "final/test_acc"))
-    summary.to_csv(out / "fig6_9_summary.csv", index=False)
-    print_table(format_summary(summary), title=f"Figure 6-9 on {dataset}: {len(runs)} runs")
-    files = [*save_figure(figure_6_9(history, runs), out, "fig6_9_book"),
-             *save_figure(figure_6_9_ours(history, runs), out, "fig6_9_ours")]
-    return [*files, out / "fig6_9_train_loss.csv", out / "fig6_9_summary.csv"]
+    return [n for n in PRESET_NAMES if importlib.util.find_spec(f"descentlab.experiments.{n}") is not None]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("figure", choices=("fig6_8", "fig6_9"))
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (fig6_9 only; default 3)")
-    parser.add_argument("--dataset", default="mnist_5k", help="fig6_9 only (default mnist_5k)")
-    parser.add_argument("--iterations", type=int, default=2000, help="fig6_9 only (default: the book's 2000)")
-    parser.add_argument("--out", type=Path, default=REPO / "reports")
+    parser.add_argument("name", choices=PRESET_NAMES, metavar="NAME", help=f"one of: {', '.join(PRESET_NAMES)}")
+    parser.add_argument("--quick", action="store_true", help="a few iterations and runs: the figure's shape (CI)")
+    parser.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the preset's)")
+    parser.add_argument("--dataset", help="the data set (default: the preset's, mostly mnist_5k)")
+    parser.add_argument("--iterations", type=int, help="training iterations (default: the preset's, the book's)")
+    parser.add_argument("--out", type=Path, default=REPO / "reports", help="figures go to OUT/NAME (default reports/)")
     parser.add_argument("--no-parallel", action="store_true", help="run the sweep's jobs one after another")
     parser.add_argument("--sweep-dir", type=Path, help="folder for the jobs' Hydra outputs (default: multirun/)")
     args = parser.parse_args(argv)
-    if args.seeds < 1 or args.iterations < 1:
-        parser.error(f"--seeds and --iterations must be >= 1, got {args.seeds} and {args.iterations}")
+    for flag, value in (("--seeds", args.seeds), ("--iterations", args.iterations)):
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be >= 1, got {value}")
+    preset = load_preset(args.name)
 
     from descentlab.analysis.report import log_analysis_run
     from descentlab.analysis.runs import default_tracking_uri
+    from descentlab.experiments.launch import train_sweep
+
+    def launch(overrides: Sequence[str]) -> None:
+        train_sweep(overrides, label=args.name, parallel=not args.no_parallel, sweep_dir=args.sweep_dir)
 
     start = time.perf_counter()
-    run_sweep(args.figure, args.seeds, args.dataset, parallel=not args.no_parallel,
-              iterations=None if args.iterations == 2000 else args.iterations, sweep_dir=args.sweep_dir)
+    options = Options(quick=args.quick, seeds=args.seeds, dataset=args.dataset, iterations=args.iterations)
     uri = default_tracking_uri()
-    out = args.out / args.figure
-    out.mkdir(parents=True, exist_ok=True)
-    if args.figure == "fig6_8":
-        files = reproduce_fig6_8(out, uri)
-    else:
-        files = reproduce_fig6_9(out, uri, args.seeds, args.dataset, args.iterations)
-    run_id = log_analysis_run(args.figure, out, uri, name=f"analysis-{args.figure}",
-                              params={"figure": args.figure, "seeds": args.seeds, "dataset": args.dataset,
-                                      "iterations": args.iterations})
+    out = args.out / args.name
+    files = preset.reproduce(options, launch, out, uri)
+    params = {"preset": args.name, "quick": args.quick, "seeds": args.seeds, "dataset": args.dataset,
+              "iterations": args.iterations}
+    run_id = log_analysis_run(preset.experiment, out, uri, name=f"analysis-{args.name}",
+                              params={k: v for k, v in params.items() if v is not None})
     for path in files:
         print(f"wrote {path}")
-    print(f"logged to MLflow run {run_id} (experiment {args.figure}); {time.perf_counter() - start:.0f} s in all")
+    print(f"logged to MLflow run {run_id} (experiment {preset.experiment}); "
+          f"{time.perf_counter() - start:.0f} s in all")
     return 0
 
 

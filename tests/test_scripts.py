@@ -78,3 +78,23 @@ def test_reproduce_figures_from_tracked_runs(store) -> None:
     assert again.returncode == 0 and again.stderr.count("skipped ") == 8  # nothing trained twice
     # Every job's Hydra folder went where --sweep-dir said (4 + 8 + 8 jobs, three sweeps), not into the repository.
     assert len(list(jobs.glob("*/*/[0-9]*/.hydra"))) == 20 and len(list(jobs.glob("*/*/multirun.yaml"))) == 3
+
+
+def test_reproduce_bad_input_is_one_line(store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listed preset whose module is not in the checkout, a name not listed, a bad count: one line, non-zero."""
+    import descentlab.experiments
+
+    monkeypatch.setattr(descentlab.experiments, "PRESET_NAMES", (*descentlab.experiments.PRESET_NAMES, "not_yet"))
+    missing = store.script_in_process("reproduce.py", "not_yet")
+    assert missing.returncode != 0 and missing.stdout == ""
+    assert missing.stderr.strip().splitlines() == [
+        "error: preset 'not_yet' is not available in this checkout (no module descentlab.experiments.not_yet); "
+        "available: fig6_8, fig6_9, weight_init, batch_norm, overfit"
+        + "".join(f", {n}" for n in ("hparam_search", "fair_compare")
+                  if (REPO / "src" / "descentlab" / "experiments" / f"{n}.py").exists())]
+    unknown = store.script_in_process("reproduce.py", "fig6_10")
+    assert unknown.returncode == 2 and "invalid choice: 'fig6_10'" in unknown.stderr.strip().splitlines()[-1]
+    for flag in ("--seeds", "--iterations"):
+        bad = store.script_in_process("reproduce.py", "fig6_9", flag, "0")
+        assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].endswith(f"{flag} must be >= 1, got 0")
+    assert not (store.root / "mlruns").exists()  # nothing ran
