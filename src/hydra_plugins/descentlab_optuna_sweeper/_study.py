@@ -62,11 +62,17 @@ class StudySettings:
                 raise SweeperConfigError(f"hydra.sweeper.{key}={value!r} must be an integer >= 1")
 
 
-def default_storage(store_dir: str) -> str:
-    """`optuna.db` next to the tracking store (the folder of the local `mlflow.db`). With tracking=server the
-    folder is still this machine's `tracking.store_dir`: only the launching process opens the study, so the
-    study stays on the machine that launches the sweeps while the runs go to the server."""
+def default_storage(tracking_uri: str, store_dir: str) -> str:
+    """`optuna.db` next to the tracking store: beside a SQLite tracking file (`sqlite:///.../mlflow.db`, also one
+    named by $MLFLOW_TRACKING_URI), else in `tracking.store_dir`. With tracking=server that is this machine's
+    `tracking.store_dir` (default `<checkout>/mlruns`): only the launching process opens the study, so the study
+    stays where the sweeps are launched while the runs go to the server; name a shared database with
+    `hydra.sweeper.storage` to launch one study from several machines."""
     folder = Path(os.path.expanduser(store_dir)).absolute()
+    if tracking_uri.startswith("sqlite:///"):
+        path = tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]
+        if path and path != ":memory:":
+            folder = Path("/" + path.lstrip("/")).parent
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'optuna.db'}"
 

@@ -79,7 +79,7 @@ class DescentlabOptunaSweeper(Sweeper):
         if not space.dimensions:
             raise st.SweeperConfigError("the search space is empty: give hydra.sweeper.params or an override "
                                         "such as optimizer.lr=tag(log,interval(1e-4,1e-1))")
-        storage = settings.storage or st.default_storage(str(self.config.tracking.store_dir))
+        storage = settings.storage or st.default_storage(self._tracking_uri(), str(self.config.tracking.store_dir))
         name = settings.study_name or st.derived_name(str(self.config.tracking.experiment), space, settings)
         study = st.open_study(settings, name, storage)
         recovered = st.recover(study)
@@ -112,6 +112,14 @@ class DescentlabOptunaSweeper(Sweeper):
                 break  # a signal stopped the jobs: the command ends (train.py's interrupt handling) and resumes later
         self._summary(study)
         return returns
+
+    def _tracking_uri(self) -> str:
+        """The tracking URI the jobs will use (explicit, else $MLFLOW_TRACKING_URI, else under store_dir)."""
+        from descentlab.tracking.store import resolve_tracking_uri
+
+        assert self.config is not None
+        uri = OmegaConf.select(self.config, "tracking.uri")
+        return resolve_tracking_uri(uri, str(self.config.tracking.store_dir))
 
     def _tell(self, study: Any, trial: Any, outcome: Any) -> None:
         from hydra_plugins.descentlab_optuna_sweeper import _study as st
