@@ -135,6 +135,12 @@ CASES: list[Case] = [
     Case("sweep-parent-unknown", "config", ("tracking.sweep_parent=server",),
          ("auto, launcher, first_job", "'server'")),
     Case("weights-unknown", "config", ("tracking.weights=some",), ("all, best, none", "'some'")),
+    Case("validation-one", "config", ("dataset.validation=1.0",),
+         ("dataset.validation must be a fraction in [0, 1)", "got 1.0")),
+    Case("train-subset-zero", "config", ("dataset.train_subset=0",), ("dataset.train_subset must be an integer >= 1",
+                                                                      "got 0")),
+    Case("validation-too-small", "data", ("dataset=digits", "dataset.train_subset=30", "dataset.validation=0.01"),
+         ("cannot hold out validation=0.01 of 30 training examples", "class 0 has 5")),
     Case("numerics-backend-unknown", "config", ("numerics.backend=cuda",), ("auto, numpy, numba", "'cuda'")),
     # -- config: safety -----------------------------------------------------------------------------
     Case("target-in-job-config", "config", ("+_target_=os.system",), ("_target_ is not allowed", "'os.system'")),
