@@ -6,7 +6,7 @@ should pay.
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,11 +168,9 @@ class Outcome:
         return self.status == "KILLED"
 
 
-def judge(ret: JobReturn, metric: str,
-          fetch: Callable[[str], Mapping[str, float]] | None = None) -> Outcome:
+def judge(ret: JobReturn, metric: str) -> Outcome:
     """The trial's result from `JobReturn.return_value` (`{"status", "run_id", "name", "metrics"}`, see
-    descentlab.app.run): the metric if the run has a finite one; else a FAIL with the reason. `fetch(run_id)`
-    reads the tracked run's metrics for a return value without "metrics" (a descentlab before issue 19)."""
+    descentlab.app.run): the metric if the run has a finite one; else a FAIL with the reason."""
     try:
         value = ret.return_value  # a job that raised: Hydra raises its exception again here
     except Exception as error:
@@ -181,10 +179,7 @@ def judge(ret: JobReturn, metric: str,
     if not isinstance(value, Mapping):
         return Outcome(None, f"job returned {type(value).__name__}, not descentlab's run summary", "EXCEPTION")
     status, run_id, name = str(value.get("status")), value.get("run_id"), value.get("name")
-    metrics = value.get("metrics")
-    if metrics is None and fetch is not None and run_id:
-        metrics = fetch(str(run_id))
-    metrics = metrics or {}
+    metrics = value.get("metrics") or {}
     common = {"status": status, "run_id": run_id, "run_name": name, "metrics": metrics}
     if status == "KILLED":
         return Outcome(None, "interrupted", **common)
@@ -202,8 +197,9 @@ def check_metric(outcomes: list[Outcome], metric: str) -> None:
     """A run that finished with summary metrics but not this one: the metric's name is wrong, not the run."""
     for outcome in outcomes:
         if outcome.status in ("FINISHED", "SKIPPED") and outcome.metrics and metric not in outcome.metrics:
+            summary = sorted(k for k in outcome.metrics if k.startswith(("final/", "best/"))) or sorted(outcome.metrics)
             raise SweeperConfigError(f"hydra.sweeper.metric={metric!r} is not a summary metric of the runs; they "
-                                     f"have: {', '.join(sorted(outcome.metrics))}")
+                                     f"have: {', '.join(summary)}")
 
 
 __all__ = ["DIRECTIONS", "INTERRUPTED", "PARENT_RUN", "SAMPLERS", "Outcome", "StudySettings", "SweeperConfigError",

@@ -84,10 +84,6 @@ class TrialRuns:
         if not children:
             client.delete_run(run_id)
 
-    def metrics(self, run_id: str) -> dict[str, float]:
-        """A run's latest metrics as tracked (for a job whose return value does not carry them)."""
-        return dict(self.session().client.get_run(run_id).data.metrics) if self.enabled else {}
-
     def record(self, study: optuna.Study, trials: Sequence[optuna.trial.Trial], outcomes: Sequence[Outcome],
                storage: str) -> None:
         """Tag each trial's run with the study and trial number; remember the sweep's parent run on the study."""

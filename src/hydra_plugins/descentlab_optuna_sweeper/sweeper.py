@@ -103,7 +103,7 @@ class DescentlabOptunaSweeper(Sweeper):
                 raise
             rets = self.launcher.launch(batch, initial_job_idx=trials[0].number)
             returns.extend(rets)
-            outcomes = [st.judge(ret, settings.metric, runs.metrics) for ret in rets]
+            outcomes = [st.judge(ret, settings.metric) for ret in rets]
             for trial, outcome in zip(trials, outcomes, strict=True):
                 self._tell(study, trial, outcome)
             runs.record(study, trials, outcomes, storage)
