@@ -197,3 +197,14 @@ def test_a_diverged_trial_fails_with_its_reason_and_the_search_goes_on(store) ->
         assert trial.user_attrs["fail_reason"] == "run FAILED (diverged, or an error in training)"
         run = runs[trial.user_attrs["run_id"]]
         assert run.info.status == "FAILED" and "diverged_at_step" in run.data.tags
+
+
+def test_the_derived_study_name_ignores_what_does_not_change_a_run() -> None:
+    from hydra_plugins.descentlab_optuna_sweeper._study import StudySettings, derived_name
+
+    settings = StudySettings("random", 0, "maximize", "final/val_acc", 6, 1, None, None)
+    name = derived_name("e", parse_space(None, [LR, "dataset=digits"]), settings)
+    assert name == derived_name("e", parse_space(None, [LR, "dataset=digits", "training.progress=false",
+                                                        "tracking.uri=sqlite:///x.db"]), settings)
+    assert name != derived_name("e", parse_space(None, [LR, "dataset=mnist_5k"]), settings)
+    assert name.startswith("e-") and name != derived_name("f", parse_space(None, [LR, "dataset=digits"]), settings)

@@ -20,7 +20,7 @@ runs it); the plugin passed `b` itself as the inclusive upper end. Here the uppe
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,15 +59,15 @@ class SearchSpace:
         searched = [f"{d.key}={override_value(params[d.name])}" for d in self.dimensions.values()]
         return [*self.fixed.values(), *searched]
 
-    def signature(self) -> str:
-        """Stable text of the space and the fixed overrides (hydra.* left out: where a sweep's files go and how it
-        launches do not change what it searches), for a study name derived from them."""
-        fixed = sorted(v for k, v in self.fixed.items() if not k.lstrip("+~").startswith("hydra"))
+    def signature(self, keep: Callable[[str], bool] = lambda key: True) -> str:
+        """Stable text of the space and the fixed overrides whose key `keep` accepts (hydra.* always left out:
+        where a sweep's files go and how it launches do not change what it searches), for a derived study name."""
+        fixed = sorted(v for k, v in self.fixed.items() if not k.startswith("hydra") and keep(k))
         space = sorted(f"{name}={d.distribution!r}" for name, d in self.dimensions.items())
         return json.dumps({"fixed": fixed, "space": space})
 
-    def digest(self, *extra: str) -> str:
-        return hashlib.sha1("\n".join([self.signature(), *extra]).encode()).hexdigest()[:10]
+    def digest(self, *extra: str, keep: Callable[[str], bool] = lambda key: True) -> str:
+        return hashlib.sha1("\n".join([self.signature(keep), *extra]).encode()).hexdigest()[:10]
 
 
 def override_value(value: Any) -> str:

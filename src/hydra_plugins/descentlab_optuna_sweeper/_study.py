@@ -78,8 +78,12 @@ def default_storage(tracking_uri: str, store_dir: str) -> str:
 
 
 def derived_name(experiment: str, space: SearchSpace, settings: StudySettings) -> str:
-    """The same command finds the same study: the experiment, the fixed overrides, the space, what is optimised."""
-    return f"{experiment}-{space.digest(settings.direction, settings.metric)}"
+    """The same command finds the same study: the experiment, the fixed overrides, the space, what is optimised.
+    Overrides that do not change what a run computes (descentlab.config.identity's non-semantic keys:
+    training.progress, tracking.*, paths.*, ...) are left out, as they are of a run's config_hash."""
+    from descentlab.config.identity import is_semantic
+
+    return f"{experiment}-{space.digest(settings.direction, settings.metric, keep=is_semantic)}"
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
