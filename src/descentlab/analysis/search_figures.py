@@ -18,7 +18,6 @@ from descentlab.analysis.plots import new_figure
 __all__ = ["COLUMNS", "best_curves", "figure_best_trials", "figure_search_scatter", "trial_table"]
 
 COLUMNS = 5  # the book's grid: 5 panels a row (20 trials: 4 rows)
-TABLE_COLUMNS = ("rank", "run_id", "lr", "weight_decay", "val_acc", "train_acc", "test_acc", "status")
 
 
 def trial_table(runs: pd.DataFrame, metric: str = "final/val_acc", lr: str = "optimizer.lr",
@@ -35,7 +34,7 @@ def trial_table(runs: pd.DataFrame, metric: str = "final/val_acc", lr: str = "op
         "lr": runs[lr].astype(float),
         "weight_decay": runs[weight_decay].astype(float),
         "val_acc": value,
-        "train_acc": runs.get("final/train_acc", np.nan),
+        "train_loss": runs.get("final/train_loss", np.nan),
         "test_acc": runs.get("final/test_acc", np.nan),
         "status": runs["outcome"],
     })
