@@ -73,10 +73,11 @@ def test_bad_grammar_is_named(text: str, message: str) -> None:
     ("hydra.sweeper.direction=up", "hydra.sweeper.direction='up' is not a direction; allowed: minimize, maximize"),
     ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials=0 must be an integer >= 1"),
     ("optimizer.lr=interval(0.1,0.01)", "an interval needs start < end"),
+    ("hydra.sweeper.storage=nosuchdb://x", "hydra.sweeper.storage='nosuchdb://x' cannot be opened"),
 ])
 def test_bad_settings_are_one_line_before_any_trial(store, override: str, message: str) -> None:
-    result = store.train_in_process("-m", "hydra/sweeper=descentlab_optuna", LR, override, *TINY,
-                                    f"hydra.sweeper.storage=sqlite:///{store.root}/optuna.db")
+    result = store.train_in_process("-m", "hydra/sweeper=descentlab_optuna", LR, *TINY,
+                                    f"hydra.sweeper.storage=sqlite:///{store.root}/optuna.db", override)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and message in lines[-1], result.stderr[-2000:]
