@@ -108,6 +108,7 @@ class DescentlabOptunaSweeper(Sweeper):
                 self._tell(study, trial, outcome)
             runs.record(study, trials, outcomes, storage)
             st.check_metric(outcomes, settings.metric)
+            self._progress(study)
             if any(o.interrupted for o in outcomes):
                 break  # a signal stopped the jobs: the command ends (train.py's interrupt handling) and resumes later
         self._summary(study)
@@ -136,6 +137,18 @@ class DescentlabOptunaSweeper(Sweeper):
             print(f"optuna: trial {trial.number} FAIL: {outcome.reason}", file=sys.stderr, flush=True)
         else:
             study.tell(trial, outcome.value)
+
+    def _progress(self, study: Any) -> None:
+        """One line a batch: how far the study is and its best value so far."""
+        from hydra_plugins.descentlab_optuna_sweeper import _study as st
+
+        done = st.counted(study)
+        complete = [t for t in done if t.state == st.TrialState.COMPLETE]
+        best = ""
+        if complete:
+            trial = study.best_trial
+            best = f", best {self.settings.metric}={trial.value:.4g} (trial {trial.number})"
+        print(f"optuna: {len(done)}/{self.settings.n_trials} trials done{best}", file=sys.stderr, flush=True)
 
     def _summary(self, study: Any) -> None:
         from hydra_plugins.descentlab_optuna_sweeper import _study as st
