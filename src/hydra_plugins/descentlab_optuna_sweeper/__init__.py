@@ -1,0 +1,1 @@
+"""descentlab's Optuna sweeper plugin: `hydra/sweeper=descentlab_optuna` (see sweeper.py; docs/optuna.md)."""
