@@ -518,6 +518,7 @@ def pairwise_paired(
     for column in (on, metric, pair_on, *by):
         if column not in runs.columns:
             raise AnalysisError(f"no column {column!r} in the runs")
+    runs = runs.reset_index(drop=True)  # groups are matched by index: a concatenated frame repeats labels
     used = runs[_outcomes(runs) == "finished"] if only_finished else runs
     used = used.assign(_v=_numeric(used[metric]))
     used = used[np.isfinite(used["_v"]) & used[on].notna()]
