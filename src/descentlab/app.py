@@ -110,7 +110,7 @@ def _run(cfg: DictConfig, job: JobContext) -> dict[str, Any]:
         if done is not None:
             print(f"skipped {name}: already FINISHED as run {done} (config_hash {chash}; force=true reruns it)",
                   file=sys.stderr)
-            return {"status": "SKIPPED", "run_id": done, "name": name}
+            return {"status": "SKIPPED", "run_id": done, "name": name, "metrics": _metrics(session, done)}
 
     try:
         task = make_task(settings)  # loads data: may fail, before any run exists
@@ -128,7 +128,19 @@ def _run(cfg: DictConfig, job: JobContext) -> dict[str, Any]:
           file=sys.stderr)
     if not job.multirun:  # a sweep's launching process does it once, when the sweep ends
         session.refresh_statistics()
-    return {"status": status, "run_id": tracker.run_id, "name": name}
+    return {"status": status, "run_id": tracker.run_id, "name": name, "metrics": _metrics(session, tracker.run_id)}
+
+
+def _metrics(session: Any, run_id: str | None) -> dict[str, float]:
+    """The run's latest value of every metric (its `final/*` summary among them): the job's return value, which
+    Hydra hands to a sweeper (an Optuna study reads its objective from it). {} when they cannot be read."""
+    if run_id is None:
+        return {}
+    try:
+        return dict(session.client.get_run(run_id).data.metrics)
+    except Exception as exc:  # the run is tracked whatever happens here; only a sweeper would miss the values
+        print(f"warning: could not read back the metrics of run {run_id}: {exc}", file=sys.stderr)
+        return {}
 
 
 def _parent(session: TrackingSession, job: JobContext) -> str | None:
@@ -255,4 +267,4 @@ def run_untracked(cfg: DictConfig, settings: JobSettings, identity: JobIdentity)
     task = make_task(settings)
     status = execute(cfg, settings, identity, task, NullTracker(), None)
     print(f"{identity.name}: {status} (not tracked)", file=sys.stderr)
-    return {"status": status, "run_id": None, "name": identity.name}
+    return {"status": status, "run_id": None, "name": identity.name, "metrics": dict(getattr(task, "summary", {}))}

@@ -62,6 +62,10 @@ class History:
         if self.evals:
             out["final/test_acc"] = self.evals[-1]["test/acc"]
             out["best/test_acc"] = max(e["test/acc"] for e in self.evals)
+            if "val/loss" in self.evals[-1]:
+                out["final/val_loss"] = self.evals[-1]["val/loss"]
+                out["final/val_acc"] = self.evals[-1]["val/acc"]
+                out["best/val_acc"] = max(e["val/acc"] for e in self.evals)
         return out
 
 
@@ -96,12 +100,17 @@ def minibatches(n: int, batch_size: int, rng: np.random.Generator, sampling: str
 
 
 def evaluate(model: Model, data: Data, train_subset: int | None, test_subset: int | None = None) -> dict[str, float]:
-    """Accuracy on a fixed prefix of the training set, loss and accuracy on (a fixed prefix of) the test set."""
+    """Accuracy on a fixed prefix of the training set, loss and accuracy on (a fixed prefix of) the test set, and on
+    the whole validation set when the data has one (`x_val`: choices are made on it, so it is never subsampled)."""
     n_train = len(data.y_train) if train_subset is None else min(train_subset, len(data.y_train))
     n_test = len(data.y_test) if test_subset is None else min(test_subset, len(data.y_test))
     _, train_acc = model.evaluate(data.x_train[:n_train], data.y_train[:n_train])
     test_loss, test_acc = model.evaluate(data.x_test[:n_test], data.y_test[:n_test])
-    return {"train/acc": train_acc, "test/loss": test_loss, "test/acc": test_acc}
+    metrics = {"train/acc": train_acc, "test/loss": test_loss, "test/acc": test_acc}
+    x_val, y_val = getattr(data, "x_val", None), getattr(data, "y_val", None)
+    if x_val is not None and y_val is not None and len(y_val):
+        metrics["val/loss"], metrics["val/acc"] = model.evaluate(x_val, y_val)
+    return metrics
 
 
 def fit(
@@ -125,7 +134,8 @@ def fit(
     """Train `model` with `optimizer` for `iterations` minibatch updates.
 
     `callback(step, metrics)` receives {"train/loss": ...} at every step and
-    {"train/acc", "test/loss", "test/acc", "time/elapsed_s"} at step 0, every `eval_every`
+    {"train/acc", "test/loss", "test/acc", "time/elapsed_s"} (and "val/loss", "val/acc" when `data` has a
+    validation set) at step 0, every `eval_every`
     steps and after the last update (`eval_every=None`: only at the start and the end). `train/acc` is
     measured on the first `eval_train_subset` training examples; test metrics on the first
     `eval_test_subset` test examples during training and on the whole test set after the last update.

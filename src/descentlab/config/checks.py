@@ -52,6 +52,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"task.name must be one of {', '.join(TASKS)}, got {cfg.task.name!r}")
     if cfg.task.name == "function2d":
         _check_task_2d(cfg.task)
+    elif cfg.task.name == "activations":
+        _check_model(cfg.model)
+        _check_int("task.n_inputs", cfg.task.n_inputs, 1)
+        _check_int("task.bins", cfg.task.bins, 1)
     else:
         _check_classify(cfg)
     _check_int("tracking.flush_every", cfg.tracking.flush_every, 1)
@@ -95,6 +99,7 @@ def _check_classify(cfg: DictConfig) -> None:
     _check_model(cfg.model)
     if cfg.dataset.name not in DATASET_NAMES:
         raise ConfigError(f"dataset.name must be one of {', '.join(DATASET_NAMES)}, got {cfg.dataset.name!r}")
+    _check_dataset(cfg.dataset)
     t = cfg.training
     _check_int("training.iterations", t.iterations, 1)
     _check_int("training.batch_size", t.batch_size, 1)
@@ -107,6 +112,15 @@ def _check_classify(cfg: DictConfig) -> None:
     if t.sampling not in SAMPLING:
         raise ConfigError(f"training.sampling must be one of {', '.join(SAMPLING)}, got {t.sampling!r}")
 
+
+
+def _check_dataset(ds: DictConfig) -> None:
+    if ds.train_subset is not None:
+        _check_int("dataset.train_subset", ds.train_subset, 1)
+    if not (math.isfinite(ds.validation) and 0.0 <= ds.validation < 1.0):
+        raise ConfigError(f"dataset.validation must be a fraction in [0, 1) of the training set (0: no validation "
+                          f"set), got {ds.validation!r}")
+    _check_int("dataset.validation_seed", ds.validation_seed, 0)
 
 
 def check_targets(cfg: DictConfig) -> None:

@@ -27,6 +27,15 @@ NON_SEMANTIC_KEYS = (
     "training.blas_threads",
     "training.progress",
 )
+# Knobs added after runs were first tracked, with the value that computes what runs without the knob computed. At
+# that value a knob is left out of a run's params (and so of its hash and of the analysis' grouping): runs tracked
+# before it existed stay the same configuration as new runs that leave it alone.
+NEUTRAL_VALUES: dict[str, Any] = {
+    "dataset.train_subset": None,
+    "dataset.validation": 0.0,
+    "task.lr_by_optimizer": {},
+    "task.lr_factor": 1.0,
+}
 # The key whose runs are repeats of one configuration: analysis pools over it and nothing else.
 SEED_KEY = "seed"
 
@@ -55,11 +64,27 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
 
 
 def run_params(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
-    """The flat config a run uses: a 2-D descent has no model, data set or training loop."""
+    """The flat config a run uses: a 2-D descent has no model, data set or training loop; the activation histograms
+    (a model at its initial weights) no optimizer, data set or training loop."""
     flat = flatten(cfg)
-    if flat.get("task.name") == "function2d":
-        flat = {k: v for k, v in flat.items() if not k.startswith(("model.", "dataset.", "training."))}
-    return flat
+    unused = _UNUSED_BY_TASK.get(flat.get("task.name"))
+    if unused:
+        flat = {k: v for k, v in flat.items() if not k.startswith(unused)}
+    return _without_neutral(flat)
+
+
+def _without_neutral(flat: dict[str, Any]) -> dict[str, Any]:
+    """`flat` without the knobs at their NEUTRAL_VALUES (and the validation split's seed when there is none)."""
+    neutral = {key for key, value in NEUTRAL_VALUES.items() if key in flat and flat[key] == value}
+    if "dataset.validation" in neutral:
+        neutral.add("dataset.validation_seed")
+    return {k: v for k, v in flat.items() if k not in neutral}
+
+
+_UNUSED_BY_TASK: dict[object, tuple[str, ...]] = {
+    "function2d": ("model.", "dataset.", "training."),
+    "activations": ("optimizer.", "dataset.", "training."),
+}
 
 
 def semantic_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
@@ -98,4 +123,6 @@ def params_name(flat: dict[str, Any]) -> str:
     """`run_name` of a flat config (`flatten`, `run_params`)."""
     if flat["task.name"] == "function2d":
         return f"{flat['optimizer.name']}-{flat['task.objective']}-s{flat['seed']}"
+    if flat["task.name"] == "activations":
+        return f"activations-{flat['model.activation']}-{flat['model.weight_init']}-s{flat['seed']}"
     return f"{flat['optimizer.name']}-{flat['model.name']}-{flat['dataset.name']}-s{flat['seed']}"

@@ -19,7 +19,7 @@ from descentlab.config.paths import default_cache_dir, default_root
 from descentlab.optim import OPTIMIZERS
 from descentlab.tracking.settings import SWEEP_PARENT_MODES, SYNCHRONOUS_MODES, WEIGHTS_MODES
 
-TASKS = ("classify", "function2d")
+TASKS = ("classify", "function2d", "activations")
 DTYPES = ("float32", "float64")
 NUMERICS_BACKENDS = BACKENDS  # auto | numpy | numba: descentlab.backend.select takes these
 SQLITE_SYNCHRONOUS = SYNCHRONOUS_MODES  # tracking.settings says which modes its store set-up knows
@@ -27,6 +27,7 @@ SWEEP_PARENT = SWEEP_PARENT_MODES
 WEIGHTS = WEIGHTS_MODES
 ROOT_RESOLVER = "descentlab.root"
 CACHE_DIR_RESOLVER = "descentlab.cache_dir"
+MUL_RESOLVER = "descentlab.mul"
 
 
 @dataclass
@@ -46,11 +47,32 @@ class DatasetConf:
     name: str = MISSING
     path: str | None = None
     download: bool = True
+    # The book's smaller studies train on "the first N training images" (300, 500, 1,000): null keeps them all.
+    train_subset: int | None = None
+    # A validation set held out of the (subset) training set, stratified per class, for choices (learning rates,
+    # searches) that must never look at the test set; 0: none. Its own seed keeps the split fixed across runs.
+    validation: float = 0.0
+    validation_seed: int = 0
 
 
 @dataclass
 class ClassifyTaskConf:
     name: str = "classify"
+    # A lookup table a preset may interpolate into optimizer.lr, with a factor:
+    #   optimizer.lr: ${descentlab.mul:${task.lr_by_optimizer.${optimizer.name}},${task.lr_factor}}
+    # so one cartesian sweep gives each optimizer its own learning rates. Not part of the config hash: the resolved
+    # optimizer.lr is.
+    lr_by_optimizer: dict[str, float] = field(default_factory=dict)
+    lr_factor: float = 1.0
+
+
+@dataclass
+class ActivationsTaskConf:
+    """The book's activation histograms: random inputs through a stack of layers at their initial weights."""
+
+    name: str = "activations"
+    n_inputs: int = 1000  # rows of N(0, 1) inputs, as wide as the first hidden layer
+    bins: int = 30
 
 
 @dataclass
@@ -156,19 +178,30 @@ def register_schemas() -> None:
     cs.store(name="schema_dataset_dataset", node=DatasetConf)
     cs.store(name="schema_task_classify", node=ClassifyTaskConf)
     cs.store(name="schema_task_function2d", node=Function2dTaskConf)
+    cs.store(name="schema_task_activations", node=ActivationsTaskConf)
     for name in OPTIMIZERS:
         cs.store(name=f"schema_optimizer_{name}", node=optimizer_schema(name))
 
 
 def register_resolvers() -> None:
-    """`mlp_name` (model presets name themselves with it) and the default folders `paths.root`, `paths.cache_dir`.
+    """`mlp_name` (model presets name themselves with it), `descentlab.mul` (a product, for per-optimizer learning-rate
+    grids) and the default folders `paths.root`, `paths.cache_dir`.
 
     Registered when this module is imported, so any process that resolves a job's config (the launcher, a
     joblib worker, a submitit job: each imports descentlab.config before it reads the config) has them.
     """
     OmegaConf.register_new_resolver("mlp_name", lambda sizes: mlp_name(list(sizes)), replace=True)
+    OmegaConf.register_new_resolver(MUL_RESOLVER, _mul, replace=True)
     OmegaConf.register_new_resolver(ROOT_RESOLVER, _root_resolver, replace=True)
     OmegaConf.register_new_resolver(CACHE_DIR_RESOLVER, lambda: str(default_cache_dir()), replace=True)
+
+
+def _mul(a: Any, b: Any) -> float:
+    """`${descentlab.mul:A,B}`: A*B as a float; a clear error for anything but two numbers."""
+    for value in (a, b):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"descentlab.mul takes two numbers, got {a!r} and {b!r}")
+    return float(a) * float(b)
 
 
 def _root_resolver(*, _root_: Any) -> str:

@@ -41,6 +41,9 @@ class DatasetSettings:
     name: str
     path: str | None
     download: bool
+    train_subset: int | None = None
+    validation: float = 0.0
+    validation_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,13 @@ class TrainingSettings:
 @dataclass(frozen=True)
 class ClassifySettings:
     name: str = "classify"
+
+
+@dataclass(frozen=True)
+class ActivationsSettings:
+    n_inputs: int
+    bins: int
+    name: str = "activations"
 
 
 @dataclass(frozen=True)
@@ -87,7 +97,7 @@ class JobSettings:
     model: ModelSettings
     dataset: DatasetSettings
     training: TrainingSettings
-    task: ClassifySettings | Function2dSettings
+    task: ClassifySettings | Function2dSettings | ActivationsSettings
     tracking: TrackingSettings
     numerics: NumericsSettings
     paths: PathsSettings
@@ -103,9 +113,11 @@ class JobSettings:
     def from_tree(cls, tree: dict[str, Any]) -> JobSettings:
         """The typed settings of a resolved config (`resolved`)."""
         t = tree["task"]
-        task: ClassifySettings | Function2dSettings = (
-            Function2dSettings(objective=t["objective"], start=tuple(t["start"]), steps=t["steps"])
-            if t["name"] == "function2d" else ClassifySettings())
+        task: ClassifySettings | Function2dSettings | ActivationsSettings = ClassifySettings()
+        if t["name"] == "function2d":
+            task = Function2dSettings(objective=t["objective"], start=tuple(t["start"]), steps=t["steps"])
+        elif t["name"] == "activations":
+            task = ActivationsSettings(n_inputs=t["n_inputs"], bins=t["bins"])
         m = tree["model"]
         paths = PathsSettings(**tree["paths"])
         return cls(

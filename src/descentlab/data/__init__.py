@@ -21,7 +21,7 @@ from .errors import DatasetNotFoundError, IdxFormatError
 from .idx import read_idx, write_idx
 from .idx_sets import load_idx_dataset, locate_idx_files
 from .idx_specs import CACHE_ENV_VAR, FASHION_MNIST_SPEC, IDX_SPECS, MNIST_SPEC, IdxSpec, cache_root
-from .splits import stratified_split
+from .splits import carve, stratified_split
 
 _EMBEDDED: dict[str, Callable[[], Dataset]] = {"mnist_5k": load_mnist_5k, "digits": load_digits}
 DATASET_NAMES: tuple[str, ...] = ("mnist_5k", "digits", "mnist", "fashion_mnist")
@@ -42,6 +42,7 @@ __all__ = [
     "IdxFormatError",
     "IdxSpec",
     "cache_root",
+    "carve",
     "data_checksum",
     "load_dataset",
     "load_idx_dataset",

@@ -26,6 +26,7 @@ class DatasetInfo:
     checksum: str
     split: str
     class_names: tuple[str, ...] = ()
+    n_val: int = 0  # examples held out of the training set as a validation set (`data.splits.carve`)
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON-friendly values (lists for tuples), e.g. for experiment-tracking parameters."""
@@ -38,7 +39,9 @@ class Dataset:
 
     ``x_*`` are float32, C-contiguous, shape ``(n, n_features)``, values in [0, 1]; ``y_*`` are int64 class
     indices. ``train_index``/``test_index`` are the rows of the original source each example came from
-    (for the official IDX splits simply ``0..n-1``), so a split can be audited.
+    (for the official IDX splits simply ``0..n-1``), so a split can be audited. ``x_val``/``y_val`` (None unless
+    :func:`descentlab.data.splits.carve` held some training examples out) are a validation set, with
+    ``val_index`` their rows in the source's training set.
     """
 
     x_train: np.ndarray
@@ -48,10 +51,14 @@ class Dataset:
     info: DatasetInfo
     train_index: np.ndarray = field(repr=False)
     test_index: np.ndarray = field(repr=False)
+    x_val: np.ndarray | None = field(default=None, repr=False)
+    y_val: np.ndarray | None = field(default=None, repr=False)
+    val_index: np.ndarray | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         i = self.info
-        return (f"Dataset({i.name!r}, train={self.x_train.shape}, test={self.x_test.shape}, "
+        val = "" if self.x_val is None else f", val={self.x_val.shape}"
+        return (f"Dataset({i.name!r}, train={self.x_train.shape}{val}, test={self.x_test.shape}, "
                 f"source={i.source!r}, checksum={i.checksum[:12]})")
 
 

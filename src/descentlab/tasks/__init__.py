@@ -39,9 +39,16 @@ def select_backend(name: str) -> Any:
 
 
 def make_task(settings: JobSettings) -> Task:
-    """The task of `settings.task.name` (`classify` or `function2d`, validated before)."""
-    from descentlab.tasks.classify import ClassifyTask
-    from descentlab.tasks.function2d import Function2dTask
+    """The task of `settings.task.name` (`classify`, `function2d` or `activations`, validated before), imported on
+    demand: a job loads only its own task's code."""
+    import importlib
 
-    tasks: dict[str, type] = {"classify": ClassifyTask, "function2d": Function2dTask}
-    return tasks[settings.task.name](settings)
+    module, cls = _TASKS[settings.task.name]
+    return getattr(importlib.import_module(f"descentlab.tasks.{module}"), cls)(settings)
+
+
+_TASKS: dict[str, tuple[str, str]] = {
+    "classify": ("classify", "ClassifyTask"),
+    "function2d": ("function2d", "Function2dTask"),
+    "activations": ("activations", "ActivationsTask"),
+}

@@ -34,6 +34,21 @@ def load_dataset(name: str, path: str | None, download: bool, cache_dir: str | N
     return data
 
 
+def carve_dataset(data: Any, train_subset: int | None, validation: float, seed: int) -> Any:
+    """The job's training subset and validation set (`dataset.train_subset`, `dataset.validation`), read-only like
+    the data set they come from; a split the data cannot give is a bad-input error."""
+    from descentlab.data import carve
+
+    try:
+        carved = carve(data, train_subset=train_subset, validation=validation, seed=seed)
+    except ValueError as exc:
+        raise ConfigError(f"dataset: {exc}") from None
+    for array in (carved.x_train, carved.y_train, carved.x_val, carved.y_val):
+        if array is not None:
+            array.flags.writeable = False
+    return carved
+
+
 class ClassifyTask:
     """Train an MLP on a data set; building it loads the data and checks the batch against it."""
 
@@ -42,6 +57,7 @@ class ClassifyTask:
         self.error: str | None = None
         self.history: Any = None  # training.History once training completed
         self.model: Any = None
+        self.summary: dict[str, float] = {}  # the final/* metrics, once training completed
         from descentlab.data import IDX_SPECS  # the sets that take a path (mnist, fashion_mnist)
 
         ds = settings.dataset
@@ -50,7 +66,8 @@ class ClassifyTask:
             path, download, cache_dir = ds.path, bool(ds.download), settings.paths.cache_dir
         elif ds.path is not None:
             raise ConfigError(f"dataset.path applies to mnist and fashion_mnist only, not {ds.name!r}")
-        self.data = load_dataset(ds.name, path, download, cache_dir)
+        self.data = carve_dataset(load_dataset(ds.name, path, download, cache_dir), ds.train_subset,
+                                  ds.validation, ds.validation_seed)
         self.backend = select_backend(settings.numerics.backend)
         n_train = self.data.info.n_train
         if settings.training.batch_size > n_train:
@@ -60,7 +77,8 @@ class ClassifyTask:
     def tags(self) -> dict[str, str]:
         info = self.data.info
         return {"dataset.checksum": info.checksum, "dataset.source": str(info.source),
-                "dataset.n_train": str(info.n_train), "dataset.n_test": str(info.n_test)}
+                "dataset.n_train": str(info.n_train), "dataset.n_val": str(info.n_val),
+                "dataset.n_test": str(info.n_test)}
 
     def execute(self, tracker: Any, name: str) -> str:
         """Train, streaming the metrics to the tracker; FINISHED, or FAILED if the loss diverged."""
@@ -113,7 +131,7 @@ class ClassifyTask:
         history = self.history
         if history is None or self.model is None:
             return
-        summary = history.summary(window=100)
+        summary = self.summary = history.summary(window=100)
         tracker.log_metrics(summary, self.settings.training.iterations)
         if tracker.keeps_artifacts:
             store, reason = self.weights_decision(tracker, summary.get(BEST_METRIC))
