@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -173,13 +172,14 @@ def test_outputs_from_synthetic_runs(tmp_path: Path) -> None:
 QUICK_ARGS = ("--optimizers", "sgd,adam", "--datasets", "digits", "--lrs", "3", "--lr-step", "1", "--seeds", "2")
 
 
-def compare(store, *args: str, **popen) -> subprocess.CompletedProcess | subprocess.Popen:
-    argv = [sys.executable, str(REPO / "scripts" / "compare.py"), "--quick", *QUICK_ARGS, "--out",
+def compare(store, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(compare_argv(store, *args), cwd=store.root, env=store.env(), capture_output=True, text=True,
+                          timeout=300)
+
+
+def compare_argv(store, *args: str) -> list[str]:
+    return [sys.executable, str(REPO / "scripts" / "compare.py"), "--quick", *QUICK_ARGS, "--out",
             str(store.root / "reports"), "--sweep-dir", str(store.root / "multirun"), *args]
-    if popen:
-        return subprocess.Popen(argv, cwd=store.root, env=store.env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, **popen)
-    return subprocess.run(argv, cwd=store.root, env=store.env(), capture_output=True, text=True, timeout=300)
 
 
 def job_runs(store) -> list:
@@ -187,48 +187,13 @@ def job_runs(store) -> list:
 
 
 @pytest.mark.e2e
-def test_compare_quick_end_to_end_and_rerun(store) -> None:
-    result = compare(store, "--no-parallel", "--iterations", "40")
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = store.root / "reports" / "fair_compare"
-    for name in ("report.md", "stage1_trials.csv", "chosen_lr.csv", "stage2_summary.csv", "pairwise.csv",
-                 "ranking.csv", "fair_compare_tuning.png", "fair_compare_test_acc.png", "fair_compare_pairwise.png"):
-        assert (out / name).stat().st_size > 0, name
-    runs = job_runs(store)
-    stage1 = [r for r in runs if r.data.params["seed"] == "0"]
-    stage2 = [r for r in runs if r.data.params["seed"] != "0"]
-    assert len(stage1) == 6 and len(stage2) == 4  # 2 optimizers × 3 lrs; 2 optimizers × seeds 1, 2
-    assert all(r.data.params["dataset.validation"] == "0.2" for r in runs)
-    chosen = pd.read_csv(out / "chosen_lr.csv").set_index("optimizer.name")
-    for name in ("sgd", "adam"):
-        # the choice is the argmin of the tracked runs' final/val_loss (diverged runs have none: +inf)
-        mine = [r for r in stage1 if r.data.params["optimizer.name"] == name]
-        assert len(mine) == 3
-        assert {float(r.data.params["optimizer.lr"]) for r in mine} == pytest.approx(
-            {DEFAULTS[name] * f for f in (0.1, 1, 10)}, rel=1e-12)
-        best = min(mine, key=lambda r: r.data.metrics.get("final/val_loss", INF)
-                   if r.info.status == "FINISHED" else INF)
-        assert chosen.loc[name, "chosen_lr"] == pytest.approx(float(best.data.params["optimizer.lr"]), rel=1e-12)
-        seeds = sorted(int(r.data.params["seed"]) for r in stage2 if r.data.params["optimizer.name"] == name)
-        assert seeds == [1, 2]
-        assert {float(r.data.params["optimizer.lr"]) for r in stage2 if r.data.params["optimizer.name"] == name} \
-            == pytest.approx({chosen.loc[name, "chosen_lr"]}, rel=1e-12)
-    summary = pd.read_csv(out / "stage2_summary.csv")
-    acc = summary[summary["metric"] == "final/test_acc"].set_index("optimizer.name")
-    assert acc.loc["sgd", "n"] == 2 and acc.loc["adam", "n"] == 2
-    analysis = [r for r in store.runs("fair_compare") if r.info.run_name == "analysis-fair_compare"]
-    assert len(analysis) == 1
-    assert "report.md" in {a.path for a in store.client().list_artifacts(analysis[0].info.run_id)}
-
-    again = compare(store, "--no-parallel", "--iterations", "40")
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "running:" not in again.stdout and again.stdout.count("nothing to launch") == 2
-    assert len(job_runs(store)) == len(runs)  # no new training run
-
-
-@pytest.mark.e2e
-def test_compare_killed_in_stage_one_resumes(store) -> None:
-    proc = compare(store, "--iterations", "400", "--no-parallel", popen={"start_new_session": True})
+def test_compare_killed_resumes_then_reruns_nothing(store) -> None:
+    """Killed (SIGINT) during stage 1, the same command finishes both stages without redoing a finished run; the
+    outputs agree with the tracked runs; a third run launches no training run at all."""
+    args = ("--iterations", "400", "--no-parallel")
+    log = (store.root / "killed.log").open("w+")
+    proc = subprocess.Popen(compare_argv(store, *args), cwd=store.root, env=store.env(), stdout=log,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if any(r.info.status == "FINISHED" for r in job_runs(store)):
@@ -236,18 +201,50 @@ def test_compare_killed_in_stage_one_resumes(store) -> None:
         time.sleep(0.2)
     assert proc.poll() is None, "compare.py ended before a run finished: nothing to interrupt"
     os.kill(proc.pid, signal.SIGINT)
-    text, _ = proc.communicate(timeout=60)
+    proc.wait(timeout=60)
+    log.seek(0)
+    text = log.read()
     assert proc.returncode == 128 + signal.SIGINT, text[-3000:]
     assert "run the same command to finish it" in text
-    before = job_runs(store)
-    finished = {r.data.tags["config_hash"] for r in before if r.info.status == "FINISHED"}
-    assert 1 <= len(finished) < 6
+    finished = {r.data.tags["config_hash"] for r in job_runs(store) if r.info.status == "FINISHED"}
+    assert 1 <= len(finished) < 6  # stopped inside stage 1 (6 trials)
 
-    result = compare(store, "--iterations", "400", "--no-parallel")
+    result = compare(store, *args)
     assert result.returncode == 0, result.stderr[-3000:]
-    after = job_runs(store)
-    done = [r for r in after if r.info.status == "FINISHED"]
+    done = [r for r in job_runs(store) if r.info.status == "FINISHED"]
     hashes = [r.data.tags["config_hash"] for r in done]
     assert len(hashes) == len(set(hashes)) == 10  # every config once: nothing finished was redone
     assert finished <= set(hashes)
-    assert np.isfinite(pd.read_csv(store.root / "reports" / "fair_compare" / "chosen_lr.csv")["chosen_lr"]).all()
+
+    out = store.root / "reports" / "fair_compare"
+    for name in ("report.md", "stage1_trials.csv", "chosen_lr.csv", "stage2_summary.csv", "pairwise.csv",
+                 "ranking.csv", "fair_compare_tuning.png", "fair_compare_test_acc.png", "fair_compare_pairwise.png"):
+        assert (out / name).stat().st_size > 0, name
+    runs = done
+    stage1 = [r for r in runs if r.data.params["seed"] == "0"]
+    stage2 = [r for r in runs if r.data.params["seed"] != "0"]
+    assert len(stage1) == 6 and len(stage2) == 4  # 2 optimizers × 3 lrs; 2 optimizers × seeds 1, 2
+    assert all(r.data.params["dataset.validation"] == "0.2" for r in runs)
+    chosen = pd.read_csv(out / "chosen_lr.csv").set_index("optimizer.name")
+    for name in ("sgd", "adam"):
+        # the choice is the argmin of the tracked runs' final/val_loss
+        mine = [r for r in stage1 if r.data.params["optimizer.name"] == name]
+        assert sorted(float(r.data.params["optimizer.lr"]) for r in mine) == pytest.approx(
+            [DEFAULTS[name] * f for f in (0.1, 1, 10)], rel=1e-12)
+        best = min(mine, key=lambda r: r.data.metrics["final/val_loss"])
+        assert chosen.loc[name, "chosen_lr"] == pytest.approx(float(best.data.params["optimizer.lr"]), rel=1e-12)
+        assert sorted(int(r.data.params["seed"]) for r in stage2 if r.data.params["optimizer.name"] == name) == [1, 2]
+        lrs = {float(r.data.params["optimizer.lr"]) for r in stage2 if r.data.params["optimizer.name"] == name}
+        assert len(lrs) == 1 and lrs.pop() == pytest.approx(chosen.loc[name, "chosen_lr"], rel=1e-12)
+    summary = pd.read_csv(out / "stage2_summary.csv")
+    acc = summary[summary["metric"] == "final/test_acc"].set_index("optimizer.name")
+    assert acc.loc["sgd", "n"] == 2 and acc.loc["adam", "n"] == 2
+    analysis = [r for r in store.runs("fair_compare") if r.info.run_name == "analysis-fair_compare"]
+    assert len(analysis) == 1
+    assert "report.md" in {a.path for a in store.client().list_artifacts(analysis[0].info.run_id)}
+
+    count = len(job_runs(store))
+    again = compare(store, *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "running:" not in again.stdout and again.stdout.count("nothing to launch") == 2
+    assert len(job_runs(store)) == count  # no new training run

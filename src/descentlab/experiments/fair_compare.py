@@ -181,8 +181,10 @@ def run(s: Settings, launch: Launch, out: Path, uri: str) -> list[Path]:
     for line in messages:
         print(line, flush=True)
     chosen: dict[tuple[str, str], dict[str, float]] = {}
-    for _, row in choices[~choices["all_diverged"]].iterrows():
-        chosen.setdefault((row["model.name"], row["dataset.name"]), {})[row["optimizer.name"]] = row["chosen_lr"]
+    usable = choices[~choices["all_diverged"]].set_index(["model.name", "dataset.name", "optimizer.name"])["chosen_lr"]
+    for (m, d), name in ((cell, name) for cell in s.cells for name in s.optimizers):  # the user's order
+        if (m, d, name) in usable.index:
+            chosen.setdefault((m, d), {})[name] = float(usable[(m, d, name)])
     timing["analysis"] = time.perf_counter() - start
 
     _, missing = stage2_runs(s, uri, chosen)
