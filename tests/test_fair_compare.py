@@ -124,9 +124,28 @@ def test_ranking_marks_neighbours_that_do_not_differ() -> None:
     rank = fair.ranking(summary, pairwise)
     assert rank["optimizer.name"].tolist() == ["adam", "momentum", "sgd"]
     assert rank["differs_from_next"].tolist()[:2] == [False, True]
-    assert fair.ranking_text(rank) == {("mlp_5x100", "mnist_5k"): "adam ≈ momentum > sgd"}
+    assert fair.ranking_text(rank) == {("mlp_5x100", "mnist_5k"): "adam (a) ≈ momentum (a) > sgd (b)"}
     row = summary[(summary["metric"] == "final/test_acc") & (summary["optimizer.name"] == "sgd")].iloc[0]
     assert row["n"] == 3 and row["mean"] == pytest.approx(0.81) and row["optimizer.lr"] == 0.01
+
+
+def test_ranking_letters_show_differences_between_non_neighbours() -> None:
+    # the acceptance run's pattern: every neighbour pair n.s., but the first differs from the third and fourth
+    cell = {"model.name": "m", "dataset.name": "d"}
+    means = {"adagrad": 0.936, "adam": 0.933, "sgd": 0.921, "momentum": 0.920}
+    summary = pd.DataFrame([{**cell, "optimizer.name": n, "metric": "final/test_acc", "n": 5, "mean": v,
+                             "ci_low": v - 0.005, "ci_high": v + 0.005} for n, v in means.items()])
+    p_holm = {("adagrad", "adam"): 0.6, ("adagrad", "sgd"): 0.016, ("adagrad", "momentum"): 0.008,
+              ("adam", "sgd"): 0.098, ("adam", "momentum"): 0.098, ("sgd", "momentum"): 0.78}
+    pairwise = pd.DataFrame([{**cell, "metric": "final/test_acc", "a": a, "b": b, "p_holm": p}
+                             for (a, b), p in p_holm.items()])
+    rank = fair.ranking(summary, pairwise)
+    assert rank["group"].tolist() == ["a", "ab", "b", "b"]
+    assert fair.ranking_text(rank)[("m", "d")] == "adagrad (a) ≈ adam (ab) ≈ sgd (b) ≈ momentum (b)"
+    # all different: one letter each; none different: one letter for all
+    rank = fair.ranking(summary, pairwise.assign(p_holm=0.001))
+    assert rank["group"].tolist() == ["a", "b", "c", "d"]
+    assert fair.ranking(summary, pairwise.assign(p_holm=0.9))["group"].tolist() == ["a"] * 4
 
 
 def test_preset_config_and_overrides() -> None:
@@ -163,7 +182,7 @@ def test_outputs_from_synthetic_runs(tmp_path: Path) -> None:
             "fair_compare_profile.png", "performance_profile.csv"} <= names
     assert all(p.stat().st_size > 0 for p in files)
     report = (tmp_path / "report.md").read_text()
-    assert "Holm" in report and "adam > sgd" in report and "3 trials × 2000 iterations" in report
+    assert "Holm" in report and "adam (a) > sgd (b)" in report and "3 trials × 2000 iterations" in report
     pairwise = pd.read_csv(tmp_path / "pairwise.csv")
     assert {"p", "p_holm", "ci_low", "ci_high"} <= set(pairwise.columns) and len(pairwise) == 4  # 2 cells × 2 metrics
 

@@ -158,8 +158,9 @@ def stage2_pairwise(runs: pd.DataFrame, order: Sequence[str] | None = None, conf
 def ranking(summary: pd.DataFrame, pairwise: pd.DataFrame, metric: str = "final/test_acc", alpha: float = 0.05,
             higher_is_better: bool = True) -> pd.DataFrame:
     """Per cell, optimizers ranked by mean `metric`, each with the Holm p of the difference to the next one down
-    and `differs_from_next` (Holm p <= alpha). Neighbours that do not differ are not a real order: `ranking_text`
-    joins them with "≈". Optimizers with no finished run are ranked last, mean NaN."""
+    and `differs_from_next` (Holm p <= alpha), and `group`: letters of a compact letter display (optimizers that
+    share a letter are not significantly different). Neighbours that do not differ are not a real order:
+    `ranking_text` joins them with "≈". Optimizers with no finished run are ranked last, mean NaN."""
     rows = []
     mine = summary[summary["metric"] == metric]
     pairs = pairwise[pairwise["metric"] == metric] if "metric" in pairwise.columns else pairwise
@@ -181,21 +182,55 @@ def ranking(summary: pd.DataFrame, pairwise: pd.DataFrame, metric: str = "final/
                          "next": names[i + 1] if i + 1 < len(names) else "", "p_holm_vs_next": p,
                          "differs_from_next": bool(p <= alpha) if i + 1 < len(names) else pd.NA})
     columns = [*CELL, "rank", OPTIMIZER, "n", "mean", "ci_low", "ci_high", "next", "p_holm_vs_next",
-               "differs_from_next"]
+               "differs_from_next", "group"]
+    for row in rows:
+        row["group"] = ""
+    for key, part in pd.DataFrame(rows, columns=columns[:-1]).groupby(list(CELL), sort=True):
+        cell_pairs = pairs
+        for column, value in zip(CELL, key, strict=True):
+            cell_pairs = cell_pairs[cell_pairs[column] == value]
+        names = part.sort_values("rank")[OPTIMIZER].tolist()
+        for name, letters in zip(names, _letters(names, cell_pairs, alpha), strict=True):
+            for row in rows:
+                if row[OPTIMIZER] == name and tuple(row[c] for c in CELL) == tuple(key):
+                    row["group"] = letters
     result = pd.DataFrame(rows, columns=columns)
     result.attrs.update({"metric": metric, "alpha": alpha})
     return result
 
 
+def _letters(names: list[str], pairs: pd.DataFrame, alpha: float) -> list[str]:
+    """A compact letter display over the ranked `names` (the "underline" method): each maximal run of consecutive
+    ranks whose every pair has Holm p > alpha (or no test) gets a letter; names sharing a letter are not
+    significantly different. Neighbour marks alone can mislead: a ≈ b ≈ c while a and c do differ."""
+    def differ(a: str, b: str) -> bool:
+        hit = pairs[((pairs["a"] == a) & (pairs["b"] == b)) | ((pairs["a"] == b) & (pairs["b"] == a))]
+        return bool(len(hit)) and bool(hit["p_holm"].iloc[0] <= alpha)
+
+    spans: list[tuple[int, int]] = []
+    for i in range(len(names)):
+        j = i
+        while j + 1 < len(names) and not any(differ(names[k], names[j + 1]) for k in range(i, j + 1)):
+            j += 1
+        if not spans or j > spans[-1][1]:
+            spans.append((i, j))
+    letters = [""] * len(names)
+    for index, (i, j) in enumerate(spans):
+        for k in range(i, j + 1):
+            letters[k] += chr(ord("a") + index % 26)
+    return letters
+
+
 def ranking_text(rank: pd.DataFrame) -> dict[tuple[str, ...], str]:
-    """Per cell, "adam ≈ momentum > adagrad > sgd": ">" where the neighbours differ at the ranking's alpha (Holm),
-    "≈" where they do not (or could not be tested)."""
+    """Per cell, "adam (a) ≈ momentum (a) > adagrad (b) > sgd (c)": ">" where the neighbours differ at the
+    ranking's alpha (Holm), "≈" where they do not (or could not be tested); the letters are `ranking`'s groups
+    (a shared letter: not significantly different, also between non-neighbours)."""
     texts = {}
     for key, part in rank.groupby(list(CELL), sort=True):
         part = part.sort_values("rank")
         text = ""
         for _, row in part.iterrows():
-            text += str(row[OPTIMIZER])
+            text += str(row[OPTIMIZER]) + (f" ({row['group']})" if row.get("group") else "")
             if row["next"]:
                 text += " > " if row["differs_from_next"] is True else " ≈ "
         texts[tuple(key)] = text

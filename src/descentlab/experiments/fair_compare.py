@@ -201,6 +201,7 @@ def run(s: Settings, launch: Launch, out: Path, uri: str) -> list[Path]:
                             stage2_overrides(s, cell, chosen[cell]))
     timing["stage 2 sweeps"] = time.perf_counter() - start
     runs2, missing = stage2_runs(s, uri, chosen)
+    runs2 = with_final_test_loss(runs2, uri)
     if missing:
         raise SystemExit(f"error: stage 2 left {missing} of {total2} runs without a finished or diverged run")
     if runs2.empty:
@@ -214,6 +215,26 @@ def run(s: Settings, launch: Launch, out: Path, uri: str) -> list[Path]:
     timing["analysis"] += time.perf_counter() - start
     print(f"wall time: {', '.join(f'{k} {v:.0f} s' for k, v in timing.items())}", flush=True)
     return files
+
+
+def with_final_test_loss(runs: pd.DataFrame, uri: str) -> pd.DataFrame:
+    """`final/test_loss` for the runs that lack it: the last `test/loss` point of the run's history, the evaluation
+    after the last update on the whole test set. The run summary has `final/test_acc` but no test loss (a one-line
+    addition to `training.History.summary` would make this a no-op)."""
+    column = "final/test_loss"
+    need = runs[runs["outcome"] == "finished"] if "outcome" in runs.columns else runs
+    if column in runs.columns:
+        need = need[pd.to_numeric(need[column], errors="coerce").isna()]
+    if need.empty:
+        return runs
+    from descentlab.analysis.runs import load_history
+
+    history = load_history(need, metrics=["test/loss"], tracking_uri=uri)
+    last = history.sort_values(["run_id", "step"]).groupby("run_id")["value"].last()
+    runs = runs.copy()
+    filled = runs["run_id"].map(last)
+    runs[column] = pd.to_numeric(runs[column], errors="coerce").fillna(filled) if column in runs.columns else filled
+    return runs
 
 
 def choice_messages(choices: pd.DataFrame) -> list[str]:
@@ -304,14 +325,17 @@ def report_text(s: Settings, trials: pd.DataFrame, choices: pd.DataFrame, summar
         "that diverged at every lr is reported and left out of stage 2.",
         f"- **Stage 2 (evaluation)**: per cell, each optimizer at its chosen lr, seeds 1..{s.seeds}: fresh seeds, "
         "because the chosen lr won on seed 0, so seed 0's result at that lr is biased in its favour (the winner of "
-        "a noisy selection). Test metrics: `final/test_acc` and `final/test_loss` on the whole test set, "
-        f"`final/train_loss`; n, mean and {level} Student-t interval over the finished runs.",
+        "a noisy selection). Test metrics: `final/test_acc` and `final/test_loss` (the evaluation after the last "
+        "update, on the whole test set), `final/train_loss` (mean minibatch loss of the last 100 iterations); n, "
+        f"mean and {level} Student-t interval over the finished runs.",
         "- **Pairwise differences**: a seed fixes the initial weights and the minibatches, and every optimizer runs "
         f"the same seeds, so differences are paired per seed: mean difference, {level} t interval and paired t "
         "test (scipy.stats.ttest_rel), p-values Holm-corrected over all pairs of a cell (one family per cell and "
         "metric).",
         f"- **Ranking**: by mean test accuracy; `>` between neighbours whose difference has Holm p ≤ {s.alpha:g}, "
-        "`≈` where it does not (not significantly different: the order between them is not established).",
+        "`≈` where it does not (not significantly different: the order between them is not established). Letters "
+        "(a compact letter display): optimizers that share a letter are not significantly different, neighbours "
+        "or not.",
         "- **Across cells**: the same per cell, a summary table and (with more than one cell) a Dolan–Moré "
         "performance profile of the test error (1 − test accuracy; a diverged seed fails the cell).", "",
         "## Budget", "",
