@@ -167,6 +167,34 @@ def test_preset_config_and_overrides() -> None:
         default_lrs(["sgd", "lion"])
 
 
+def test_preset_composes_each_optimizers_grid_and_hashes_the_resolved_lr() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from descentlab.config import config_hash, register_schemas
+
+    register_schemas()
+
+    def make(*overrides: str):
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            return compose(config_name="config", overrides=["experiment=fair_compare", *overrides])
+
+    s = Settings(optimizers=("sgd", "adam"), lrs=3, lr_step=1.0)
+    table = next(o for o in stage1_overrides(s) if o.startswith("task.lr_by_optimizer="))
+    trial_cfg = make("optimizer=adam", table, "task.lr_factor=0.1")
+    lr = float(trial_cfg.optimizer.lr)
+    assert lr == 0.001 * 0.1 and trial_cfg.dataset.validation == 0.2
+    assert float(make("optimizer=sgd", table, "task.lr_factor=10.0").optimizer.lr) == 0.01 * 10.0
+    # stage 2 asks for the chosen lr through the table (factor 1): the same lr, and a config that composes to the
+    # same hash every time, so the same command finds its runs again
+    chosen = next(o for o in stage2_overrides(s, ("mlp_5x100", "mnist_5k"), {"adam": lr}) if "lr_by" in o)
+    again = make("optimizer=adam", chosen, "task.lr_factor=1.0", "seed=1")
+    assert float(again.optimizer.lr) == lr
+    assert config_hash(again) == config_hash(make("optimizer=adam", chosen, "task.lr_factor=1.0", "seed=1"))
+    # the explicit stage-1 table merges into the preset's and changes nothing: stage-1 runs do not depend on which
+    # optimizers a comparison includes
+    assert config_hash(trial_cfg) == config_hash(make("optimizer=adam", "task.lr_factor=0.1"))
+
+
 def test_outputs_from_synthetic_runs(tmp_path: Path) -> None:
     s = Settings(optimizers=("sgd", "adam"), models=("mlp_5x100", "mlp_2x50"), lrs=3, lr_step=1.0, seeds=3)
     rows = [trial(o, DEFAULTS[o] * f, val=v, cell=c) for c in s.models for o in s.optimizers

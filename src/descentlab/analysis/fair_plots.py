@@ -80,7 +80,7 @@ def tuning_curves(trials: pd.DataFrame, choices: pd.DataFrame) -> Figure:
         ax.set_ylabel(axis_label(metric))
         ax.grid(True, which="both", alpha=0.3)
         ax.set_title(f"{cell[0]} / {cell[1]}", fontsize=10)
-    fig.legend(list(handles.values()), list(handles), loc="outside right upper", title="optimizer")
+    fig.legend(list(handles.values()), list(handles), loc="outside right center", title="optimizer")
     fig.suptitle("Stage 1: tuning curves (seed 0; ○ chosen lr, × diverged)", fontsize=10)
     return fig
 

@@ -185,7 +185,7 @@ def run(s: Settings, launch: Launch, out: Path, uri: str) -> list[Path]:
     for (m, d), name in ((cell, name) for cell in s.cells for name in s.optimizers):  # the user's order
         if (m, d, name) in usable.index:
             chosen.setdefault((m, d), {})[name] = float(usable[(m, d, name)])
-    timing["analysis"] = time.perf_counter() - start
+    timing["reading stage 1 and the choice"] = time.perf_counter() - start
 
     _, missing = stage2_runs(s, uri, chosen)
     total2 = sum(len(v) for v in chosen.values()) * s.seeds
@@ -212,7 +212,7 @@ def run(s: Settings, launch: Launch, out: Path, uri: str) -> list[Path]:
         files = write_outputs(s, out, trials, choices, runs1, runs2, messages, timing)
     except AnalysisError as exc:
         raise SystemExit(f"error: {exc}") from exc
-    timing["analysis"] += time.perf_counter() - start
+    timing["tables, figures and report"] = time.perf_counter() - start
     print(f"wall time: {', '.join(f'{k} {v:.0f} s' for k, v in timing.items())}", flush=True)
     return files
 
@@ -344,7 +344,7 @@ def report_text(s: Settings, trials: pd.DataFrame, choices: pd.DataFrame, summar
         f"{s.seeds * s.iterations:,} iterations. In all: {len(runs1)} stage-1 and {len(runs2)} stage-2 runs.", "",
     ]
     d1, d2 = _durations(runs1), _durations(runs2)
-    lines += ["Wall time of this invocation (a rerun skips tracked runs, so its stage times are ~0): "
+    lines += ["Wall time of this invocation so far (a rerun skips tracked runs, so its stage times are ~0): "
               + ", ".join(f"{k} {v:.1f} s" for k, v in timing.items()) + ". Training time per run (tracked "
               f"duration): stage 1 mean {d1.mean():.1f} s (sum {d1.sum():.0f} s), stage 2 mean {d2.mean():.1f} s "
               f"(sum {d2.sum():.0f} s).", ""]
