@@ -171,10 +171,10 @@ def run(s: Settings, launch: Launch, out: Path, uri: str) -> list[Path]:
     _, missing = stage1_runs(s, uri)
     timing["stage 1 sweep"] = _launch_unless_done(missing, total1, "stage 1 (tuning, seed 0)", launch,
                                                   stage1_overrides(s))
+    start = time.perf_counter()
     runs1, missing = stage1_runs(s, uri)
     if missing:
         raise SystemExit(f"error: stage 1 left {missing} of {total1} trials without a finished or diverged run")
-    start = time.perf_counter()
     trials = fair.tuning_table(runs1, defaults)
     choices = fair.choose_lr(trials)
     messages = choice_messages(choices)
@@ -376,7 +376,18 @@ def report_text(s: Settings, trials: pd.DataFrame, choices: pd.DataFrame, summar
         lines.append(f"- {m} / {d}: **{text}**")
     lines += ["", tables.to_markdown(rank), ""]
     if len(s.cells) > 1:
-        lines += ["## Across cells", "", tables.to_markdown(overall), "",
+        shown = pd.DataFrame({
+            "model.name": overall["model.name"], "dataset.name": overall["dataset.name"],
+            "optimizer.name": overall["optimizer.name"],
+            "chosen lr": [f"{lr:.3g}" + (f" ({edge} edge)" if edge else "") if np.isfinite(lr) else "all diverged"
+                          for lr, edge in zip(overall["chosen_lr"], overall["edge"], strict=True)],
+            "stage 1 diverged": [f"{d}/{t}" for d, t in zip(overall["stage1_diverged"], overall["stage1_trials"],
+                                                            strict=True)],
+            "n": overall.get("n", pd.Series(0, index=overall.index)).fillna(0).astype(int),
+            **{metric: [_ci(*(row.get(f"{metric} {k}", math.nan) for k in ("mean", "ci_low", "ci_high")))
+                        for _, row in overall.iterrows()] for metric in ("final/test_acc", "final/test_loss")},
+            "rank": overall["rank"]})
+        lines += ["## Across cells", "", tables.to_markdown(shown), "",
                   "Performance profile: `fair_compare_profile.png` (test error ratios to the best per cell).", ""]
     lines += ["## Files", "",
               "`stage1_trials.csv` (every trial, diverged included), `chosen_lr.csv`, `stage2_summary.csv` (n, mean, "
