@@ -215,6 +215,18 @@ def test_outputs_from_synthetic_runs(tmp_path: Path) -> None:
     assert {"p", "p_holm", "ci_low", "ci_high"} <= set(pairwise.columns) and len(pairwise) == 4  # 2 cells × 2 metrics
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (("--optimizers", "sgd,lion"), "unknown optimizer 'lion'; allowed: sgd,"),
+    (("--datasets", "cifar"), "unknown dataset 'cifar'; allowed: digits,"),
+    (("--seeds", "0"), "--seeds must be >= 1, got 0"),
+    (("--validation", "0"), "--validation must be in (0, 1)"),
+])
+def test_compare_bad_input_is_one_line(store, args: tuple[str, ...], message: str) -> None:
+    result = store.script_in_process("compare.py", *args)
+    assert result.returncode == 2 and message in result.stderr
+    assert store.runs("fair_compare") == []  # nothing ran
+
+
 # -- end to end: scripts/compare.py on a temporary store ----------------------------------------------------------
 QUICK_ARGS = ("--optimizers", "sgd,adam", "--datasets", "digits", "--lrs", "3", "--lr-step", "1", "--seeds", "2")
 
