@@ -14,6 +14,8 @@ from descentlab.analysis.runs import AnalysisError
 from descentlab.analysis.stats import (
     aggregate,
     compare_to_baseline,
+    holm,
+    pairwise_paired,
     performance_profile,
     performance_ratios,
     steps_to_target,
@@ -333,3 +335,85 @@ def test_performance_profile_needs_positive_values() -> None:
     runs = pd.DataFrame({"optimizer.name": ["A", "B"], "model.name": ["P", "P"], "f": [0.0, 1.0]})
     with pytest.raises(AnalysisError, match="positive values; f has 0"):
         performance_profile(runs, "f")
+
+
+# -- Holm and pairwise paired differences ---------------------------------------------------------
+def test_holm_by_hand() -> None:
+    # m = 4 finite p: sorted 0.005, 0.01, 0.03, 0.04 -> 4*0.005=0.02, 3*0.01=0.03, 2*0.03=0.06, max(1*0.04, 0.06)=0.06;
+    # NaN stays NaN and does not count in m.
+    adjusted = holm([0.01, 0.04, 0.03, 0.005, NAN])
+    assert adjusted[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02], rel=1e-12)
+    assert math.isnan(adjusted[4])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1 (2*0.5, then the running max)
+    assert holm([0.2]) == pytest.approx([0.2])  # one test: nothing to correct
+    assert holm([]).shape == (0,) and np.isnan(holm([NAN, NAN])).all()
+    with pytest.raises(AnalysisError, match="p-values must be in"):
+        holm([0.1, 1.5])
+
+
+def test_holm_matches_the_step_down_definition_on_random_p() -> None:
+    rng = np.random.default_rng(3)
+    for m in (2, 5, 17):
+        p = rng.uniform(0, 0.2, m)
+        order = np.argsort(p)
+        expected = np.empty(m)
+        running = 0.0
+        for rank, i in enumerate(order):
+            running = max(running, min(1.0, (m - rank) * p[i]))
+            expected[i] = running
+        assert holm(p) == pytest.approx(expected, rel=1e-12)
+
+
+def paired_frame() -> pd.DataFrame:
+    rows = []
+    values = {"sgd": [0.90, 0.91, 0.89, 0.92], "momentum": [0.93, 0.95, 0.92, 0.94], "adam": [0.94, 0.94, 0.93, 0.96]}
+    for name, accs in values.items():
+        for seed, acc in enumerate(accs, start=1):
+            rows.append({"optimizer.name": name, "seed": seed, "model.name": "mlp", "outcome": "finished",
+                         "final/test_acc": acc})
+    rows.append({"optimizer.name": "adam", "seed": 9, "model.name": "mlp", "outcome": "diverged",
+                 "final/test_acc": NAN})  # never paired, never counted
+    rows.append({"optimizer.name": "sgd", "seed": 5, "model.name": "mlp", "outcome": "finished",
+                 "final/test_acc": 0.5})  # no partner: in n_a and mean_a, not in the pairs
+    return pd.DataFrame(rows)
+
+
+def test_pairwise_paired_matches_ttest_rel_and_holm() -> None:
+    runs = paired_frame()
+    result = pairwise_paired(runs, "final/test_acc", by=["model.name"], order=["adam", "momentum", "sgd"])
+    assert list(zip(result["a"], result["b"], strict=True)) == [("adam", "momentum"), ("adam", "sgd"),
+                                                                 ("momentum", "sgd")]
+    acc = {n: runs[(runs["optimizer.name"] == n) & (runs["seed"] <= 4)]["final/test_acc"].to_numpy()
+           for n in ("sgd", "momentum", "adam")}
+    raw = []
+    for _, row in result.iterrows():
+        ref = sps.ttest_rel(acc[row["a"]], acc[row["b"]])
+        ci = ref.confidence_interval(0.95)
+        d = acc[row["a"]] - acc[row["b"]]
+        assert row["n_pairs"] == 4 and row["diff"] == pytest.approx(d.mean(), rel=1e-12)
+        assert (row["t"], row["p"], row["df"]) == pytest.approx((ref.statistic, ref.pvalue, 3), rel=1e-10)
+        half = sps.t.ppf(0.975, 3) * d.std(ddof=1) / 2  # by hand: t quantile * sd / sqrt(4)
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half), rel=1e-10)
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((ci.low, ci.high), rel=1e-10)
+        raw.append(ref.pvalue)
+    assert result["p_holm"].to_numpy() == pytest.approx(holm(raw), rel=1e-12)
+    sgd = result[result["a"] == "momentum"].iloc[0]
+    assert sgd["n_b"] == 5 and sgd["mean_b"] == pytest.approx((0.90 + 0.91 + 0.89 + 0.92 + 0.5) / 5)
+
+
+def test_pairwise_paired_untestable_pairs_and_errors() -> None:
+    runs = paired_frame()
+    runs.loc[runs["optimizer.name"] == "momentum", "final/test_acc"] = \
+        runs.loc[runs["optimizer.name"] == "adam", "final/test_acc"].to_numpy()[:4]  # equal per seed: no spread
+    result = pairwise_paired(runs, "final/test_acc", order=["adam", "momentum", "sgd"]).set_index(["a", "b"])
+    same = result.loc[("adam", "momentum")]
+    assert same["diff"] == 0 and math.isnan(same["p"]) and math.isnan(same["p_holm"]) and math.isnan(same["ci_low"])
+    assert result["p_holm"].notna().sum() == 2  # the NaN p is not counted in Holm's m
+    one = runs[runs["seed"].isin([1, 5, 9])]
+    single = pairwise_paired(one, "final/test_acc")
+    assert (single["n_pairs"] <= 1).all() and single["p"].isna().all()
+    twice = pd.concat([runs, runs.iloc[[0]]])
+    with pytest.raises(AnalysisError, match="pairing is ambiguous"):
+        pairwise_paired(twice, "final/test_acc")
+    with pytest.raises(AnalysisError, match="no column"):
+        pairwise_paired(runs, "final/nope")

@@ -2,8 +2,10 @@
 
 Why these: a handful of seeds per configuration is the norm here, so intervals use Student's t (not
 a normal approximation), comparisons use Welch's test (no equal-variance assumption between
-optimizers), and the performance profile (Dolan & Moré 2002, as in AlgoPerf) summarises many
-model/data set problems at once while counting a diverged optimizer as failing the problem.
+optimizers) or, when seeds are shared (same initial weights and minibatches per seed), paired differences with
+Holm's correction over all pairs of a family (`pairwise_paired`), and the performance profile (Dolan & Moré 2002,
+as in AlgoPerf) summarises many model/data set problems at once while counting a diverged optimizer
+as failing the problem.
 
 Groups are configurations: by default `aggregate` and `compare_to_baseline` group by every identity key
 (config minus seed, `analysis.groups`) that varies, so no row or comparison mixes runs whose configs differ in
@@ -35,6 +37,8 @@ __all__ = [
     "compare_to_baseline",
     "first_step_at",
     "grouping_for",
+    "holm",
+    "pairwise_paired",
     "performance_profile",
     "performance_ratios",
     "profile_block",
@@ -462,4 +466,98 @@ def performance_profile(
         "rho": rho.reshape(-1),
     })
     result.attrs.update({"metric": metric, "problems": len(ratio)})
+    return result
+
+
+def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control without independence assumptions).
+
+    Sorted ascending, p_(i) becomes max_{j<=i} min(1, (m - j + 1) p_(j)) with m the number of finite p-values;
+    NaN stays NaN and is not counted in m (an untestable pair neither spends nor gains any of the error rate).
+    Reject at level alpha where the adjusted value is <= alpha. statsmodels' multipletests(method="holm") gives the
+    same numbers; it is not a dependency.
+    """
+    p = np.asarray(pvalues, dtype=float).reshape(-1)
+    out = np.full(p.shape, math.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    if finite.size == 0:
+        return out
+    if ((p[finite] < 0) | (p[finite] > 1)).any():
+        raise AnalysisError(f"p-values must be in [0, 1], got {p[finite].min():g}..{p[finite].max():g}")
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = order.size
+    scaled = (m - np.arange(m)) * p[order]
+    out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    return out
+
+
+def pairwise_paired(
+    runs: pd.DataFrame,
+    metric: str,
+    on: str = "optimizer.name",
+    by: Sequence[str] = (),
+    *,
+    pair_on: str = "seed",
+    order: Sequence[str] | None = None,
+    confidence: float = 0.95,
+    only_finished: bool = True,
+) -> pd.DataFrame:
+    """Every pair of `on` settings per `by` group: the mean paired difference (a − b) over the shared `pair_on`
+    values (seeds), its Student-t interval and the paired t test (scipy.stats.ttest_rel), Holm-corrected over the
+    pairs of the group (one family per group and metric).
+
+    Why paired: when every setting runs with the same seeds and a seed fixes the initial weights and minibatches,
+    the seed-to-seed spread cancels in the differences, so intervals are much tighter than Welch's. Columns:
+    `*by, a, b, n_a, n_b, n_pairs, mean_a, mean_b, diff, ci_low, ci_high, t, df, p, p_holm`. Pairs follow `order`
+    (default: sorted values; a before b). Only finished runs with a finite metric count by default; fewer than 2
+    shared seeds, or differences that are all equal, give NaN t, p and bounds (NaN p is left out of Holm's m).
+    Several runs of one setting and seed are an error: the pairing would be ambiguous.
+    """
+    _check_confidence(confidence)
+    by = list(by)
+    for column in (on, metric, pair_on, *by):
+        if column not in runs.columns:
+            raise AnalysisError(f"no column {column!r} in the runs")
+    runs = runs.reset_index(drop=True)  # groups are matched by index: a concatenated frame repeats labels
+    used = runs[_outcomes(runs) == "finished"] if only_finished else runs
+    used = used.assign(_v=_numeric(used[metric]))
+    used = used[np.isfinite(used["_v"]) & used[on].notna()]
+    rows: list[dict[str, Any]] = []
+    for key, group in iter_groups(runs, by):
+        part = used.loc[used.index.intersection(group.index)]
+        dup = part[[on, pair_on]].astype(str).duplicated()
+        if dup.any():
+            first = part[dup].iloc[0]
+            raise AnalysisError(f"several runs of {on}={first[on]} with {pair_on}={first[pair_on]}: pairing is "
+                                "ambiguous (keep one run per setting and seed)")
+        names = [str(v) for v in group[on].dropna().unique()]
+        names = [n for n in order if n in names] if order is not None else sorted(names)
+        values = {n: dict(zip(part.loc[part[on].astype(str) == n, pair_on],
+                              part.loc[part[on].astype(str) == n, "_v"], strict=True)) for n in names}
+        family = []
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                shared = [k for k in values[a] if k in values[b]]
+                d = np.array([values[a][k] - values[b][k] for k in shared], dtype=float)
+                row = {**dict(zip(by, key, strict=True)), "a": a, "b": b,
+                       "n_a": len(values[a]), "n_b": len(values[b]), "n_pairs": len(d),
+                       "mean_a": float(np.mean(list(values[a].values()))) if values[a] else math.nan,
+                       "mean_b": float(np.mean(list(values[b].values()))) if values[b] else math.nan,
+                       "diff": float(d.mean()) if len(d) else math.nan,
+                       "ci_low": math.nan, "ci_high": math.nan, "t": math.nan, "df": math.nan, "p": math.nan}
+                if len(d) >= 2 and np.ptp(d) > 0:
+                    x = np.array([values[a][k] for k in shared])
+                    y = np.array([values[b][k] for k in shared])
+                    test = sps.ttest_rel(x, y)
+                    ci = test.confidence_interval(confidence)
+                    row.update(t=float(test.statistic), df=float(test.df), p=float(test.pvalue),
+                               ci_low=float(ci.low), ci_high=float(ci.high))
+                family.append(row)
+        for row, adjusted in zip(family, holm([r["p"] for r in family]), strict=True):
+            row["p_holm"] = float(adjusted)
+        rows.extend(family)
+    columns = [*by, "a", "b", "n_a", "n_b", "n_pairs", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "t", "df",
+               "p", "p_holm"]
+    result = pd.DataFrame(rows, columns=columns)
+    result.attrs.update({"metric": metric, "confidence": confidence, "pair_on": pair_on})
     return result
