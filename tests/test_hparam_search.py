@@ -16,6 +16,17 @@ from descentlab.experiments.hparam_search import ITERATIONS_PER_EPOCH, QUICK_ITE
 from descentlab.experiments.launch import train_sweep
 
 
+def compose_preset(name: str, *overrides: str):
+    """The job config `train.py experiment=NAME` composes (the preset's values over conf/config.yaml's)."""
+    from hydra import compose, initialize_config_dir
+
+    from descentlab.config import register_schemas
+
+    register_schemas()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=[f"experiment={name}", *overrides])
+
+
 def test_the_preset_is_the_books_search() -> None:
     conf = OmegaConf.load(REPO / "conf" / "experiment" / "hparam_search.yaml")
     sweeper = conf.hydra.sweeper
@@ -24,7 +35,10 @@ def test_the_preset_is_the_books_search() -> None:
     assert sweeper.params["optimizer.lr"] == "tag(log, interval(1e-6, 1e-2))"
     assert sweeper.params["model.weight_decay"] == "tag(log, interval(1e-8, 1e-4))"
     assert (conf.dataset.train_subset, conf.dataset.validation) == (500, 0.2)
-    assert sweeper.params["training.iterations"] == "200" and sweeper.params["training.batch_size"] == "100"
+    composed = compose_preset("hparam_search", "hydra/sweeper=descentlab_optuna")
+    t = composed.training
+    assert (t.iterations, t.batch_size, t.eval_every, t.eval_train_subset) == (200, 100, 4, None)
+    assert composed.model.name == "mlp_7x100" and composed.dataset.validation == 0.2
     assert command(Options()) == ["experiment=hparam_search", "hydra/sweeper=descentlab_optuna",
                                   "hydra.sweeper.n_trials=100"]
     assert command(Options(quick=True))[-2:] == [f"hydra.sweeper.n_trials={QUICK_TRIALS}",

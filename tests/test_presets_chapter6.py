@@ -54,6 +54,28 @@ def test_the_yaml_sweeps_are_the_presets_grids() -> None:
     assert grid["model.weight_init"].split(",") == list(weight_init.ACTIVATION_INITS)
 
 
+@pytest.mark.parametrize(("name", "expected"), [
+    ("batch_norm", {"model.name": "mlp_6x100", "dataset.train_subset": 1000, "training.iterations": 200,
+                    "training.batch_size": 100, "training.eval_every": 10, "training.eval_train_subset": None,
+                    "optimizer.name": "sgd", "optimizer.lr": 0.01}),
+    ("overfit", {"model.name": "mlp_7x100", "dataset.train_subset": 300, "training.iterations": 903,
+                 "training.batch_size": 100, "training.eval_every": 3, "training.eval_train_subset": None,
+                 "training.eval_test_subset": None, "optimizer.lr": 0.01}),
+    ("weight_init", {"model.name": "mlp_5x100", "model.activation": "relu", "training.iterations": 2000,
+                     "training.batch_size": 128, "optimizer.name": "sgd", "optimizer.lr": 0.01}),
+])
+def test_each_preset_composes_to_the_books_settings(name: str, expected: dict[str, object]) -> None:
+    """What `train.py -m experiment=NAME` runs: the preset's values win over conf/config.yaml's own."""
+    from hydra import compose, initialize_config_dir
+
+    from descentlab.config import register_schemas
+
+    register_schemas()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={name}"])
+    assert {key: OmegaConf.select(cfg, key) for key in expected} == expected
+
+
 @pytest.mark.e2e
 def test_weight_init_quick(store) -> None:
     out, result = reproduce(store, "weight_init")

@@ -16,10 +16,6 @@ from descentlab.experiments import Launch, Options, Preset
 VARIANTS = ((0.0, 0.0), (0.1, 0.0), (0.0, 0.2))  # (weight decay, dropout)
 SEEDS, DATASET, ITERATIONS, QUICK_ITERATIONS = 1, "mnist_5k", 903, 30  # 301 epochs of 3 iterations; quick: 10
 TRAIN_SUBSET, BATCH = 300, 100
-# The yaml's training settings, also on the command line: conf/config.yaml lists `_self_` after `experiment`, so
-# its own training.* values win over an experiment yaml's (the same values here: the config hash is unchanged).
-TRAINING = (f"training.batch_size={BATCH}", "training.eval_every=3", "training.eval_train_subset=null",
-            "training.eval_test_subset=null")
 
 
 def reproduce(options: Options, launch: Launch, out: Path, uri: str) -> list[Path]:
@@ -33,7 +29,7 @@ def reproduce(options: Options, launch: Launch, out: Path, uri: str) -> list[Pat
     dataset = options.dataset or DATASET
     iterations = options.iterations or (QUICK_ITERATIONS if options.quick else ITERATIONS)
     common = [f"seed={','.join(str(s) for s in range(seeds))}", f"dataset={dataset}",
-              f"training.iterations={iterations}", *TRAINING]
+              f"training.iterations={iterations}"]
     launch(["experiment=overfit", "model.weight_decay=0,0.1", *common])
     launch(["experiment=overfit", "model.dropout=0.2", *common])
     out.mkdir(parents=True, exist_ok=True)

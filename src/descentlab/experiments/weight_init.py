@@ -37,7 +37,7 @@ def reproduce(options: Options, launch: Launch, out: Path, uri: str) -> list[Pat
     iterations = options.iterations or (QUICK_ITERATIONS if options.quick else ITERATIONS)
     overrides = ["experiment=weight_init", f"model.weight_init={','.join(INITS)}",
                  f"seed={','.join(str(s) for s in range(seeds))}", f"dataset={dataset}",
-                 f"training.iterations={iterations}", "training.batch_size=128"]  # explicit: see batch_norm.TRAINING
+                 f"training.iterations={iterations}"]
     launch(overrides)
     launch(["experiment=weight_init_activations", f"model.activation={','.join(ACTIVATIONS)}",
             f"model.weight_init={','.join(ACTIVATION_INITS)}", "seed=0"])  # the book's one draw
