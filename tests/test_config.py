@@ -196,3 +196,15 @@ def test_a_presets_values_win_over_the_primary_config_and_the_command_line_over_
     assert cfg.training.eval_every == 100  # what the preset leaves alone keeps the primary config's value
     cfg = make(searchpath, "experiment=probe", "training.iterations=7")
     assert cfg.training.iterations == 7
+
+
+@pytest.mark.parametrize(("overrides", "name"), [
+    (("optimizer=adam",), "adam-mlp_5x100-mnist_5k-s0"),
+    (("optimizer=sgd", "optimizer.lr=0.0316227766", "seed=2"), "sgd-mlp_5x100-mnist_5k-lr0.0316-s2"),
+    (("model.weight_init=0.01",), "sgd-mlp_5x100-mnist_5k-w0.01-s0"),
+    (("model.weight_init=xavier", "model.batch_norm=true"), "sgd-mlp_5x100-mnist_5k-xavier-bn-s0"),
+    (("model.dropout=0.2", "model.weight_decay=0.1"), "sgd-mlp_5x100-mnist_5k-dropout0.2-wd0.1-s0"),
+])
+def test_a_run_name_marks_what_sets_it_apart_from_the_defaults(overrides: tuple[str, ...], name: str) -> None:
+    """The jobs of an lr grid or a batch-norm sweep differ in the UI by name, not only by params."""
+    assert run_name(make(*overrides)) == name

@@ -196,3 +196,14 @@ def test_a_sweep_is_named_by_what_it_sweeps() -> None:
     assert many["name"] == "sweep key0×20 key1×20 key2×20" and many["n_jobs"] == 8000
     interval = describe_sweep(["optimizer.lr=interval(0.001,0.1)", "seed=0,1"])
     assert interval["n_jobs"] is None and interval["params"]["optimizer.lr"] == "interval(0.001,0.1)"
+
+
+def test_a_sweep_given_in_the_config_is_counted_and_the_command_line_replaces_its_keys() -> None:
+    grid = {"model.batch_norm": "true,false", "model.weight_init": "1.0,0.1,0.01"}
+    described = describe_sweep(["experiment=batch_norm", "seed=0,1"], grid)
+    assert described["n_jobs"] == 12 and described["params"]["model.weight_init"] == "1.0,0.1,0.01"
+    assert described["overrides"] == "experiment=batch_norm seed=0,1"  # the command line as typed
+    narrowed = describe_sweep(["model.weight_init=0.5"], grid)
+    assert narrowed["n_jobs"] == 2 and narrowed["params"]["model.weight_init"] == "0.5"
+    search = describe_sweep(["experiment=hparam_search"], {"optimizer.lr": "tag(log, interval(1e-6, 1e-2))"}, 100)
+    assert search["n_jobs"] == 100 and "optimizer.lr" in search["swept"]

@@ -67,7 +67,8 @@ class SweepCallback(Callback):
         session = TrackingSession.open(settings) if made_parent else None
         uri = session.uri if session is not None else prepare(settings)
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        description = describe_sweep(list(config.hydra.overrides.task))
+        description = describe_sweep(list(config.hydra.overrides.task), _config_sweep_params(config),
+                                     OmegaConf.select(config, "hydra.sweeper.n_trials", default=None))
         write_description(sweep_dir, description)  # the parent is named and tagged from it
         if session is not None:  # jobs may run where the sweep folder is not: they find this parent by its tag
             session.parent_run(str(sweep_dir), sweep_dir_key(sweep_dir, config.hydra.runtime.cwd))
@@ -77,21 +78,34 @@ class SweepCallback(Callback):
         close_open_sweep(_joblib_kwargs(config))
 
 
-def describe_sweep(overrides: list[str]) -> dict[str, Any]:
-    """The sweep's description for its parent run (`tracking.sweep.describe`) from the command's overrides.
+def _config_sweep_params(config: DictConfig) -> dict[str, str]:
+    """`hydra.sweeper.params`: sweep values a preset gives in its yaml (`experiment=batch_norm`), as override text."""
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
+    return {} if params is None else {str(k): str(v) for k, v in params.items()}
 
-    The number of jobs is the product of the swept keys' numbers of values (Hydra's basic sweeper); None when a
-    sweep cannot be enumerated (an interval, which only other sweepers take).
+
+def describe_sweep(overrides: list[str], config_params: dict[str, str] | None = None,
+                   n_trials: int | None = None) -> dict[str, Any]:
+    """The sweep's description for its parent run (`tracking.sweep.describe`) from the command's overrides and the
+    config's `hydra.sweeper.params` (`config_params`; a command-line override of the same key replaces it, as the
+    sweepers do).
+
+    The number of jobs is the product of the swept keys' numbers of values (Hydra's basic sweeper); a search's
+    `n_trials` (the Optuna sweeper) when given; None when a sweep cannot be enumerated (an interval).
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
     from descentlab.tracking.sweep_description import describe
 
+    parser = OverridesParser.create()
+    command = parser.parse_overrides(overrides)
+    given = {override.key_or_group for override in command}
+    from_config = [f"{key}={value}" for key, value in (config_params or {}).items() if key not in given]
     swept: dict[str, list[str]] = {}
     fixed: dict[str, str] = {}
     n_jobs: int | None = 1
-    for override in OverridesParser.create().parse_overrides(overrides):
+    for override in [*parser.parse_overrides(from_config), *command]:
         key = override.key_or_group
         if not override.is_sweep_override():
             value = override.value()  # a string without Hydra's escapes (`sqlite\:///...` typed on the command line)
@@ -104,7 +118,7 @@ def describe_sweep(overrides: list[str]) -> dict[str, Any]:
             n_jobs = None
         else:
             n_jobs = n_jobs * len(swept[key]) if n_jobs is not None else None
-    return describe(overrides, swept, fixed, n_jobs)
+    return describe(overrides, swept, fixed, n_trials if n_trials is not None else n_jobs)
 
 
 def _print_summary(summary: dict[str, Any] | None, description: dict[str, Any]) -> dict[str, Any] | None:

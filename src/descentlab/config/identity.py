@@ -125,4 +125,26 @@ def params_name(flat: dict[str, Any]) -> str:
         return f"{flat['optimizer.name']}-{flat['task.objective']}-s{flat['seed']}"
     if flat["task.name"] == "activations":
         return f"activations-{flat['model.activation']}-{flat['model.weight_init']}-s{flat['seed']}"
-    return f"{flat['optimizer.name']}-{flat['model.name']}-{flat['dataset.name']}-s{flat['seed']}"
+    knobs = "".join(f"-{knob}" for knob in _changed_knobs(flat))
+    return f"{flat['optimizer.name']}-{flat['model.name']}-{flat['dataset.name']}{knobs}-s{flat['seed']}"
+
+
+def _changed_knobs(flat: dict[str, Any]) -> list[str]:
+    """Short marks for what sets a run apart from its optimizer's and model's defaults (`lr0.0316`, `w0.01`, `bn`,
+    `dropout0.2`, `wd0.1`): the jobs of a learning-rate grid or a batch-norm sweep get names that differ in the UI."""
+    from descentlab.optim import OPTIMIZERS  # numpy; only a job names its run
+
+    marks = []
+    name = flat.get("optimizer.name")
+    lr = flat.get("optimizer.lr")
+    if name in OPTIMIZERS and lr is not None and lr != OPTIMIZERS[name]().hyperparams.get("lr"):
+        marks.append(f"lr{lr:.3g}")
+    init = flat.get("model.weight_init", "he")
+    if init != "he":
+        marks.append(str(init) if isinstance(init, str) else f"w{init:.3g}")
+    if flat.get("model.batch_norm"):
+        marks.append("bn")
+    for key, mark in (("model.dropout", "dropout"), ("model.weight_decay", "wd")):
+        if flat.get(key):
+            marks.append(f"{mark}{flat[key]:g}")
+    return marks

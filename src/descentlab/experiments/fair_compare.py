@@ -201,7 +201,6 @@ def run(s: Settings, launch: Launch, out: Path, uri: str) -> list[Path]:
                             stage2_overrides(s, cell, chosen[cell]))
     timing["stage 2 sweeps"] = time.perf_counter() - start
     runs2, missing = stage2_runs(s, uri, chosen)
-    runs2 = with_final_test_loss(runs2, uri)
     if missing:
         raise SystemExit(f"error: stage 2 left {missing} of {total2} runs without a finished or diverged run")
     if runs2.empty:
@@ -215,26 +214,6 @@ def run(s: Settings, launch: Launch, out: Path, uri: str) -> list[Path]:
     timing["tables, figures and report"] = time.perf_counter() - start
     print(f"wall time: {', '.join(f'{k} {v:.0f} s' for k, v in timing.items())}", flush=True)
     return files
-
-
-def with_final_test_loss(runs: pd.DataFrame, uri: str) -> pd.DataFrame:
-    """`final/test_loss` for the runs that lack it: the last `test/loss` point of the run's history, the evaluation
-    after the last update on the whole test set. The run summary has `final/test_acc` but no test loss (a one-line
-    addition to `training.History.summary` would make this a no-op)."""
-    column = "final/test_loss"
-    need = runs[runs["outcome"] == "finished"] if "outcome" in runs.columns else runs
-    if column in runs.columns:
-        need = need[pd.to_numeric(need[column], errors="coerce").isna()]
-    if need.empty:
-        return runs
-    from descentlab.analysis.runs import load_history
-
-    history = load_history(need, metrics=["test/loss"], tracking_uri=uri)
-    last = history.sort_values(["run_id", "step"]).groupby("run_id")["value"].last()
-    runs = runs.copy()
-    filled = runs["run_id"].map(last)
-    runs[column] = pd.to_numeric(runs[column], errors="coerce").fillna(filled) if column in runs.columns else filled
-    return runs
 
 
 def choice_messages(choices: pd.DataFrame) -> list[str]:
