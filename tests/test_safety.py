@@ -110,7 +110,9 @@ def _compose(*overrides: str):
         return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
 
 
-@pytest.mark.parametrize("overrides", [(), ("hydra/launcher=parallel",), ("experiment=fig6_9",)])
+@pytest.mark.parametrize("overrides", [(), ("hydra/launcher=parallel",), ("experiment=fig6_9",),
+                                       ("experiment=hparam_search", "hydra/sweeper=descentlab_optuna"),
+                                       ("experiment=fair_compare",), ("experiment=batch_norm",)])
 def test_the_projects_own_configs_pass_the_target_check(overrides: tuple[str, ...]) -> None:
     cfg = _compose(*overrides)
     assert OmegaConf.select(cfg, "hydra.callbacks.mlflow_sweep._target_").startswith("descentlab.")
