@@ -1,7 +1,7 @@
 """Figures of the fair optimizer comparison: tuning curves (stage 1), test accuracy with CIs and paired differences
 (stage 2). One panel per cell (model × data set), optimizers in their fixed colours (`plots.optimizer_style`).
 
-Diverged trials are drawn, not hidden: an × on the panel's top edge at their lr, because where an optimizer stops
+Diverged trials are drawn, not hidden: a ▲ on the panel's top edge (not ×, Momentum's marker in the book) at their lr, because where an optimizer stops
 working is part of its tuning curve.
 """
 
@@ -47,7 +47,7 @@ def _ordered(names: pd.Series) -> list[str]:
 
 def tuning_curves(trials: pd.DataFrame, choices: pd.DataFrame) -> Figure:
     """Stage 1: the choice metric (final validation loss) against the lr, log-log, one line per optimizer; the chosen
-    lr ringed, diverged or non-finite trials as × on the top edge, a choice at the grid's edge labelled."""
+    lr ringed, diverged or non-finite trials as ▲ on the top edge, a choice at the grid's edge labelled."""
     metric = trials.attrs.get("metric", "final/val_loss")
     cells = _cells(trials)
     fig, axes = _grid(len(cells), 4.6, 3.6)
@@ -64,7 +64,7 @@ def tuning_curves(trials: pd.DataFrame, choices: pd.DataFrame) -> Figure:
                               label=style.label)
             handles.setdefault(style.label, line)
             if len(bad):
-                ax.scatter(bad[LR], np.full(len(bad), 0.97), marker="x", s=40, color=style.color, transform=top,
+                ax.scatter(bad[LR], np.full(len(bad), 0.97), marker="^", s=40, color=style.color, transform=top,
                            clip_on=False, zorder=3)
             pick = chosen[chosen[OPTIMIZER] == name]
             if len(pick) and np.isfinite(float(pick["chosen_lr"].iloc[0])):
@@ -81,7 +81,7 @@ def tuning_curves(trials: pd.DataFrame, choices: pd.DataFrame) -> Figure:
         ax.grid(True, which="both", alpha=0.3)
         ax.set_title(f"{cell[0]} / {cell[1]}", fontsize=10)
     fig.legend(list(handles.values()), list(handles), loc="outside right center", title="optimizer")
-    fig.suptitle("Stage 1: tuning curves (seed 0; ○ chosen lr, × diverged)", fontsize=10)
+    fig.suptitle("Stage 1: tuning curves (seed 0; ○ chosen lr, ▲ on the top edge: diverged)", fontsize=10)
     return fig
 
 
@@ -135,7 +135,7 @@ def pairwise_ci(pairwise: pd.DataFrame, metric: str = "final/test_acc") -> Figur
         ax.set_ylim(-0.6, len(labels) - 0.4)
         ax.invert_yaxis()
         ax.xaxis.set_major_locator(MaxNLocator(5))
-        ax.set_xlabel(f"paired difference in {axis_label(metric)} (95% t-CI)")
+        ax.set_xlabel(f"paired difference in {axis_label(metric)} (95% t-CI, not adjusted; p: Holm)")
         ax.grid(True, axis="x", alpha=0.3)
         ax.set_title(f"{cell[0]} / {cell[1]}", fontsize=10)
     fig.suptitle("Stage 2: pairwise differences over shared seeds (red: Holm p ≤ 0.05)", fontsize=10)
