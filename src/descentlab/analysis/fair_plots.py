@@ -1,8 +1,8 @@
 """Figures of the fair optimizer comparison: tuning curves (stage 1), test accuracy with CIs and paired differences
 (stage 2). One panel per cell (model × data set), optimizers in their fixed colours (`plots.optimizer_style`).
 
-Diverged trials are drawn, not hidden: a ▲ on the panel's top edge (not ×, Momentum's marker in the book) at their lr, because where an optimizer stops
-working is part of its tuning curve.
+Diverged trials are drawn, not hidden: a ▲ on the panel's top edge at their lr (not ×, Momentum's marker in the
+book), because where an optimizer stops working is part of its tuning curve.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import blended_transform_factory
@@ -101,13 +102,7 @@ def metric_ci(summary: pd.DataFrame, metric: str = "final/test_acc") -> Figure:
             ax.errorbar([mean], [y], xerr=err, fmt=style.marker or "o", color=style.color, capsize=4, ms=6)
             ax.annotate(f"n={int(row['n'])}", (mean, y), textcoords="offset points", xytext=(0, 7), fontsize=7,
                         ha="center")
-        ax.set_yticks(range(len(names)), [optimizer_style(n).label for n in names])
-        ax.set_ylim(-0.6, len(names) - 0.4)
-        ax.invert_yaxis()
-        ax.xaxis.set_major_locator(MaxNLocator(5))
-        ax.set_xlabel(f"{axis_label(metric)} (mean, 95% t-CI)")
-        ax.grid(True, axis="x", alpha=0.3)
-        ax.set_title(f"{cell[0]} / {cell[1]}", fontsize=10)
+        _forest_axes(ax, [optimizer_style(n).label for n in names], f"{axis_label(metric)} (mean, 95% t-CI)", cell)
     fig.suptitle(f"Stage 2: {axis_label(metric)} at the chosen lr, fresh seeds", fontsize=10)
     return fig
 
@@ -131,12 +126,19 @@ def pairwise_ci(pairwise: pd.DataFrame, metric: str = "final/test_acc") -> Figur
                           f"  (Holm p={p:.2g})" if np.isfinite(p) else
                           f"{optimizer_style(row['a']).label} − {optimizer_style(row['b']).label}  (p n/a)")
         ax.axvline(0, color="k", lw=0.8)
-        ax.set_yticks(range(len(labels)), labels, fontsize=8)
-        ax.set_ylim(-0.6, len(labels) - 0.4)
-        ax.invert_yaxis()
-        ax.xaxis.set_major_locator(MaxNLocator(5))
-        ax.set_xlabel(f"paired difference in {axis_label(metric)} (95% t-CI, not adjusted; p: Holm)")
-        ax.grid(True, axis="x", alpha=0.3)
-        ax.set_title(f"{cell[0]} / {cell[1]}", fontsize=10)
+        _forest_axes(ax, labels, f"paired difference in {axis_label(metric)} (95% t-CI, not adjusted; p: Holm)", cell,
+                     fontsize=8)
     fig.suptitle("Stage 2: pairwise differences over shared seeds (red: Holm p ≤ 0.05)", fontsize=10)
     return fig
+
+
+def _forest_axes(ax: Axes, labels: list[str], xlabel: str, cell: tuple[str, str],
+                 fontsize: float | None = None) -> None:
+    """One row per label, top to bottom, a few x ticks, the cell as the title: the interval plots' common frame."""
+    ax.set_yticks(range(len(labels)), labels, fontsize=fontsize)
+    ax.set_ylim(-0.6, len(labels) - 0.4)
+    ax.invert_yaxis()
+    ax.xaxis.set_major_locator(MaxNLocator(5))
+    ax.set_xlabel(xlabel)
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.set_title(f"{cell[0]} / {cell[1]}", fontsize=10)

@@ -299,9 +299,9 @@ def report_text(s: Settings, trials: pd.DataFrame, choices: pd.DataFrame, summar
         + f". One cartesian sweep over optimizers × cells × factors, seed {TUNING_SEED} (the tuning seed).",
         f"- **Choice rule**: the lowest `{fair.CHOICE_METRIC}` (whole validation split, at the end of training). A "
         "diverged trial (FAILED, tag `diverged_at_step`) or a non-finite loss counts as +inf: it stays in the "
-        f"tables and the tuning curve (▲ on the top edge), it is never dropped. Ties (equal to {fair.TIE_RTOL:g} relative) go to "
-        "the smaller lr. A choice at the grid's edge gets a warning (the optimum may lie outside). An optimizer "
-        "that diverged at every lr is reported and left out of stage 2.",
+        f"tables and the tuning curve (▲ on the top edge), it is never dropped. Ties (equal to {fair.TIE_RTOL:g} "
+        "relative) go to the smaller lr. A choice at the grid's edge gets a warning (the optimum may lie outside). "
+        "An optimizer that diverged at every lr is reported and left out of stage 2.",
         f"- **Stage 2 (evaluation)**: per cell, each optimizer at its chosen lr, seeds 1..{s.seeds}: fresh seeds, "
         "because the chosen lr won on seed 0, so seed 0's result at that lr is biased in its favour (the winner of "
         "a noisy selection). Test metrics: `final/test_acc` and `final/test_loss` (the evaluation after the last "
