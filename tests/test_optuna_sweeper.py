@@ -209,3 +209,13 @@ def test_the_derived_study_name_ignores_what_does_not_change_a_run() -> None:
                                                         "tracking.uri=sqlite:///x.db"]), settings)
     assert name != derived_name("e", parse_space(None, [LR, "dataset=mnist_5k"]), settings)
     assert name.startswith("e-") and name != derived_name("f", parse_space(None, [LR, "dataset=digits"]), settings)
+
+
+def test_the_study_sits_next_to_the_tracking_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hydra_plugins.descentlab_optuna_sweeper._study import default_storage
+
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "mlruns"
+    assert default_storage(f"sqlite:///{tmp_path}/a/mlflow.db", str(store)) == f"sqlite:///{tmp_path}/a/optuna.db"
+    assert default_storage("sqlite:///b/mlflow.db", str(store)) == f"sqlite:///{tmp_path}/b/optuna.db"  # relative
+    assert default_storage("http://127.0.0.1:5000", str(store)) == f"sqlite:///{store}/optuna.db"

@@ -72,7 +72,7 @@ def default_storage(tracking_uri: str, store_dir: str) -> str:
     if tracking_uri.startswith("sqlite:///"):
         path = tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]
         if path and path != ":memory:":
-            folder = Path("/" + path.lstrip("/")).parent
+            folder = Path(path).absolute().parent  # sqlite:////abs/mlflow.db or sqlite:///relative/mlflow.db
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'optuna.db'}"
 
