@@ -175,3 +175,15 @@ def test_overfit_quick(store) -> None:
         assert (row["final_train_acc"], row["final_test_acc"]) == (train, test)
         assert row["gap"] == pytest.approx(train - test)
     assert "no regularisation" in result.stdout
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    ({}, (3, "mnist_5k", 2000)),
+    ({"quick": True}, (1, "mnist_5k", 20)),
+    ({"quick": True, "seeds": 2, "dataset": "fashion_mnist", "iterations": 7}, (2, "fashion_mnist", 7)),
+])
+def test_options_pick_prefers_the_command_line_then_the_quick_or_full_default(options, expected) -> None:
+    from descentlab.experiments import Options
+
+    assert Options(**options).pick(3, "mnist_5k", 2000, 20, quick_seeds=1) == expected
+    assert Options(quick=True).pick(3, "mnist_5k", 2000, 20) == (3, "mnist_5k", 20)  # no quick seeds: the full ones

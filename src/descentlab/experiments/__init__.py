@@ -31,6 +31,13 @@ class Options:
     dataset: str | None = None
     iterations: int | None = None
 
+    def pick(self, seeds: int, dataset: str, iterations: int, quick_iterations: int,
+             quick_seeds: int | None = None) -> tuple[int, str, int]:
+        """(seeds, data set, iterations) to run: the command line's where given, else the preset's full or quick."""
+        default_seeds = quick_seeds if self.quick and quick_seeds is not None else seeds
+        return (self.seeds or default_seeds, self.dataset or dataset,
+                self.iterations or (quick_iterations if self.quick else iterations))
+
 
 @dataclass(frozen=True)
 class Preset:

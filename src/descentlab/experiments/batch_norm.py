@@ -28,9 +28,7 @@ def reproduce(options: Options, launch: Launch, out: Path, uri: str) -> list[Pat
     from descentlab.analysis.runs import load_history, load_runs
     from descentlab.analysis.tables import print_table
 
-    seeds = options.seeds or SEEDS
-    dataset = options.dataset or DATASET
-    iterations = options.iterations or (QUICK_ITERATIONS if options.quick else ITERATIONS)
+    seeds, dataset, iterations = options.pick(SEEDS, DATASET, ITERATIONS, QUICK_ITERATIONS)
     scales = QUICK_SCALES if options.quick else SCALES
     overrides = ["experiment=batch_norm", "model.batch_norm=true,false",
                  f"model.weight_init={','.join(repr(w) for w in scales)}",

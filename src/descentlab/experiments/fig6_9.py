@@ -20,9 +20,7 @@ def reproduce(options: Options, launch: Launch, out: Path, uri: str) -> list[Pat
     from descentlab.analysis.stats import aggregate
     from descentlab.analysis.tables import format_summary, print_table
 
-    seeds = options.seeds or (1 if options.quick else SEEDS)
-    dataset = options.dataset or DATASET
-    iterations = options.iterations or (QUICK_ITERATIONS if options.quick else ITERATIONS)
+    seeds, dataset, iterations = options.pick(SEEDS, DATASET, ITERATIONS, QUICK_ITERATIONS, quick_seeds=1)
     overrides = ["experiment=fig6_9", f"optimizer={','.join(OPTIMIZERS)}",
                  f"seed={','.join(str(s) for s in range(seeds))}", f"dataset={dataset}"]
     if iterations != ITERATIONS:  # the preset's own value stays implicit, as the yaml says

@@ -25,9 +25,7 @@ def reproduce(options: Options, launch: Launch, out: Path, uri: str) -> list[Pat
     from descentlab.analysis.runs import load_history, load_runs
     from descentlab.analysis.tables import print_table
 
-    seeds = options.seeds or SEEDS
-    dataset = options.dataset or DATASET
-    iterations = options.iterations or (QUICK_ITERATIONS if options.quick else ITERATIONS)
+    seeds, dataset, iterations = options.pick(SEEDS, DATASET, ITERATIONS, QUICK_ITERATIONS)
     common = [f"seed={','.join(str(s) for s in range(seeds))}", f"dataset={dataset}",
               f"training.iterations={iterations}"]
     launch(["experiment=overfit", "model.weight_decay=0,0.1", *common])
