@@ -40,7 +40,7 @@ def old_curve_summary(history: pd.DataFrame, runs: pd.DataFrame, by: list[str], 
         last = h.groupby("run_id", sort=False)["step"].transform("max")
         h = h[(h["step"] % every == 0) | (h["step"] == last)]
     agg = h.groupby([*by, "step"], dropna=False, sort=True)["value"].agg(["mean", "std", "count"]).reset_index()
-    half = plots._half_width(("ci", 95), agg["std"], agg["count"])
+    half = plots.half_width(("ci", 95), agg["std"], agg["count"])
     return agg.assign(lo=agg["mean"] - half, hi=agg["mean"] + half, n=agg["count"])[
         [*by, "step", "mean", "lo", "hi", "n"]]
 

@@ -18,17 +18,16 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from descentlab.analysis.plots import _t_quantile, add_note, new_figure
+from descentlab.analysis.plots import add_note, half_width, new_figure
 from descentlab.analysis.smoothing import smooth_kaiser
 
 __all__ = [
     "activation_histograms", "activation_summary", "batch_norm_curves", "batch_norm_summary", "figure_activation_grid",
-    "figure_batch_norm", "figure_overfit", "figure_weight_init", "init_label", "latest_runs", "overfit_curves",
+    "figure_batch_norm", "figure_overfit", "figure_weight_init", "init_label", "overfit_curves",
     "overfit_summary", "weight_init_curves", "weight_init_summary",
 ]
 
 ACTIVATION_ORDER = ("sigmoid", "tanh", "relu")
-TRAINED_OUTCOMES = ("finished", "diverged")  # what training gave; killed and failed runs are redone by a rerun
 # The book's looks: Figure 6-15's markers per initialisation, Figure 6-18's two lines.
 INIT_MARKERS = {"xavier": "s", "he": "D"}
 BN_STYLE = {True: ("-", "tab:blue", "Batch Normalization"), False: ("--", "tab:green", "Normal (without BatchNorm)")}
@@ -55,17 +54,11 @@ def _init_labels(frame: pd.DataFrame) -> list[str]:
     return [label for _, label in sorted(zip(ranks, pairs["init"], strict=True))]
 
 
-def latest_runs(runs: pd.DataFrame, keys: Sequence[str], outcomes: Collection[str] = TRAINED_OUTCOMES) -> pd.DataFrame:
-    """The runs whose outcome is in `outcomes` (finished or diverged: what training gave), the latest per `keys`."""
-    chosen = runs[runs["outcome"].isin(outcomes)].sort_values("start_time")
-    return chosen.drop_duplicates(list(keys), keep="last").reset_index(drop=True)
-
-
 def _mean_band(values: pd.DataFrame, by: Sequence[str], x: str, y: str) -> pd.DataFrame:
     """Per group and x: the mean of y over seeds, n and a 95% t band (NaN for n = 1)."""
     g = values.groupby([*by, x], sort=True)[y]
     out = g.agg(mean="mean", std="std", n="count").reset_index()
-    half = _t_quantile(95, np.maximum(out["n"].to_numpy() - 1, 1)) * out["std"].to_numpy() / np.sqrt(out["n"])
+    half = half_width(("ci", 95), out["std"], out["n"])
     out["lo"], out["hi"] = out["mean"] - half, out["mean"] + half
     return out
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Collection, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ __all__ = [
     "group_runs",
     "identity_columns",
     "iter_groups",
+    "latest_runs",
     "param_columns",
     "setting_keys",
     "sort_key",
@@ -46,6 +47,7 @@ _OPTIMIZER_GROUP = "optimizer."
 _FIRST = ("optimizer.name", "model.name", "dataset.name")
 _GROUP_ORDER = ("optimizer", "model", "dataset", "training", "task")
 _MISSING_KEY = "\x00missing"  # canonical form of a missing value: sorts apart from any normalised text
+TRAINED_OUTCOMES = ("finished", "diverged")  # what training gave; killed and failed runs are redone by a rerun
 
 
 def _is_missing(value: object) -> bool:
@@ -246,3 +248,10 @@ def iter_groups(frame: pd.DataFrame, by: Sequence[str]) -> Iterator[tuple[tuple[
         groups.append((tuple(first[c] for c in by), rows))
     groups.sort(key=lambda item: tuple(sort_key(v) for v in item[0]))
     yield from groups
+
+
+def latest_runs(runs: pd.DataFrame, keys: Sequence[str], outcomes: Collection[str] = TRAINED_OUTCOMES) -> pd.DataFrame:
+    """The runs whose outcome is in `outcomes` (default finished or diverged: what training gave), the latest per
+    `keys`: a setting run again (after a kill, or to redraw a figure) counts once, as its latest run."""
+    chosen = runs[runs["outcome"].isin(outcomes)].sort_values("start_time")
+    return chosen.drop_duplicates(list(keys), keep="last").reset_index(drop=True)

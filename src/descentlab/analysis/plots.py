@@ -47,6 +47,7 @@ __all__ = [
     "draw_loss_curves",
     "final_metric_points",
     "group_levels",
+    "half_width",
     "loss_curves",
     "lr_sensitivity",
     "new_figure",
@@ -160,8 +161,8 @@ def t_errorbar(level: float = 95) -> Callable[[Sequence[float]], tuple[float, fl
     return interval
 
 
-def _half_width(errorbar: Errorbar, std: pd.Series, n: pd.Series) -> np.ndarray:
-    """Half-width of the band around a mean: ("ci", level) t interval, ("se", k), ("sd", k), None."""
+def half_width(errorbar: Errorbar, std: pd.Series, n: pd.Series) -> np.ndarray:
+    """Half-width of the band around a mean: ("ci", level) t interval (NaN for n < 2), ("se", k), ("sd", k), None."""
     std = std.to_numpy(dtype=float)
     n = n.to_numpy(dtype=float)
     if errorbar is None:
@@ -391,7 +392,7 @@ def summarize_curves(acc: CurveStats, errorbar: Errorbar = ("ci", 95)) -> pd.Dat
     agg = acc.frame()
     if agg.empty:
         return pd.DataFrame(columns=[*acc.by, "step", "mean", "lo", "hi", "n"])
-    half = _half_width(errorbar, agg["std"], agg["count"])
+    half = half_width(errorbar, agg["std"], agg["count"])
     return agg.assign(lo=agg["mean"] - half, hi=agg["mean"] + half, n=agg["count"])[
         [*acc.by, "step", "mean", "lo", "hi", "n"]
     ]

@@ -22,8 +22,8 @@ def reproduce(options: Options, launch: Launch, out: Path, uri: str) -> list[Pat
         batch_norm_curves,
         batch_norm_summary,
         figure_batch_norm,
-        latest_runs,
     )
+    from descentlab.analysis.groups import latest_runs
     from descentlab.analysis.plots import save_figure
     from descentlab.analysis.runs import load_history, load_runs
     from descentlab.analysis.tables import print_table

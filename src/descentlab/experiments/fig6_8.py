@@ -15,13 +15,14 @@ def reproduce(options: Options, launch: Launch, out: Path, uri: str) -> list[Pat
     import numpy as np
 
     from descentlab.analysis.book_figures import figure_6_8
+    from descentlab.analysis.groups import latest_runs
     from descentlab.analysis.plots import save_figure
     from descentlab.analysis.runs import load_history, load_runs
 
     launch(["experiment=fig6_8", f"optimizer={','.join(OPTIMIZERS)}"])
     out.mkdir(parents=True, exist_ok=True)
     runs = load_runs("fig6_8", tracking_uri=uri, params={"task.objective": "book"})
-    runs = runs[runs["outcome"] == "finished"].sort_values("start_time").drop_duplicates("optimizer.name", keep="last")
+    runs = latest_runs(runs, ["optimizer.name"], outcomes=("finished",))
     history = load_history(runs, metrics=["path/x", "path/y"], tracking_uri=uri)
     paths = {}
     for name in OPTIMIZERS:

@@ -15,6 +15,7 @@ QUICK_ITERATIONS = 200
 def reproduce(options: Options, launch: Launch, out: Path, uri: str) -> list[Path]:
     """Run (or complete) the optimizers × seeds sweep, then the two figures, the plotted data and a summary."""
     from descentlab.analysis.book_figures import figure_6_9, figure_6_9_ours
+    from descentlab.analysis.groups import latest_runs
     from descentlab.analysis.plots import save_figure
     from descentlab.analysis.runs import load_history, load_runs
     from descentlab.analysis.stats import aggregate
@@ -29,8 +30,7 @@ def reproduce(options: Options, launch: Launch, out: Path, uri: str) -> list[Pat
     out.mkdir(parents=True, exist_ok=True)
 
     runs = load_runs("fig6_9", tracking_uri=uri, params={"dataset.name": dataset, "training.iterations": iterations})
-    runs = runs[(runs["outcome"] == "finished") & (runs["seed"] < seeds)]
-    runs = runs.sort_values("start_time").drop_duplicates(["optimizer.name", "seed"], keep="last")
+    runs = latest_runs(runs[runs["seed"] < seeds], ["optimizer.name", "seed"], outcomes=("finished",))
     history = load_history(runs, metrics=["train/loss"], tracking_uri=uri)
     data = history.merge(runs[["run_id", "optimizer.name", "seed"]], on="run_id")
     data.to_csv(out / "fig6_9_train_loss.csv", index=False)

@@ -20,7 +20,8 @@ TRAIN_SUBSET, BATCH = 300, 100
 
 def reproduce(options: Options, launch: Launch, out: Path, uri: str) -> list[Path]:
     """Run (or complete) the two sweeps (weight decay 0 and 0.1; dropout 0.2), then the panels and the gap table."""
-    from descentlab.analysis.chapter6_figures import figure_overfit, latest_runs, overfit_curves, overfit_summary
+    from descentlab.analysis.chapter6_figures import figure_overfit, overfit_curves, overfit_summary
+    from descentlab.analysis.groups import latest_runs
     from descentlab.analysis.plots import save_figure
     from descentlab.analysis.runs import load_history, load_runs
     from descentlab.analysis.tables import print_table

@@ -24,10 +24,10 @@ def reproduce(options: Options, launch: Launch, out: Path, uri: str) -> list[Pat
         activation_summary,
         figure_activation_grid,
         figure_weight_init,
-        latest_runs,
         weight_init_curves,
         weight_init_summary,
     )
+    from descentlab.analysis.groups import latest_runs
     from descentlab.analysis.plots import save_figure
     from descentlab.analysis.runs import load_history, load_runs
     from descentlab.analysis.tables import print_table
