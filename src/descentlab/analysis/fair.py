@@ -170,33 +170,25 @@ def ranking(summary: pd.DataFrame, pairwise: pd.DataFrame, metric: str = "final/
         for column, value in zip(CELL, key, strict=True):
             cell_pairs = cell_pairs[cell_pairs[column] == value]
         names = part[OPTIMIZER].astype(str).tolist()
+        letters = _letters(names, cell_pairs, alpha)
         for i, (_, row) in enumerate(part.iterrows()):
-            p = math.nan
-            if i + 1 < len(names):
-                match = cell_pairs[((cell_pairs["a"] == names[i]) & (cell_pairs["b"] == names[i + 1]))
-                                   | ((cell_pairs["a"] == names[i + 1]) & (cell_pairs["b"] == names[i]))]
-                if len(match):
-                    p = float(match["p_holm"].iloc[0])
+            last = i + 1 == len(names)
+            p = math.nan if last else _holm_p(cell_pairs, names[i], names[i + 1])
             rows.append({**dict(zip(CELL, key, strict=True)), "rank": i + 1, OPTIMIZER: names[i], "n": row["n"],
                          "mean": row["mean"], "ci_low": row["ci_low"], "ci_high": row["ci_high"],
-                         "next": names[i + 1] if i + 1 < len(names) else "", "p_holm_vs_next": p,
-                         "differs_from_next": bool(p <= alpha) if i + 1 < len(names) else pd.NA})
+                         "next": "" if last else names[i + 1], "p_holm_vs_next": p,
+                         "differs_from_next": pd.NA if last else bool(p <= alpha), "group": letters[i]})
     columns = [*CELL, "rank", OPTIMIZER, "n", "mean", "ci_low", "ci_high", "next", "p_holm_vs_next",
                "differs_from_next", "group"]
-    for row in rows:
-        row["group"] = ""
-    for key, part in pd.DataFrame(rows, columns=columns[:-1]).groupby(list(CELL), sort=True):
-        cell_pairs = pairs
-        for column, value in zip(CELL, key, strict=True):
-            cell_pairs = cell_pairs[cell_pairs[column] == value]
-        names = part.sort_values("rank")[OPTIMIZER].tolist()
-        for name, letters in zip(names, _letters(names, cell_pairs, alpha), strict=True):
-            for row in rows:
-                if row[OPTIMIZER] == name and tuple(row[c] for c in CELL) == tuple(key):
-                    row["group"] = letters
     result = pd.DataFrame(rows, columns=columns)
     result.attrs.update({"metric": metric, "alpha": alpha})
     return result
+
+
+def _holm_p(pairs: pd.DataFrame, a: str, b: str) -> float:
+    """The Holm-adjusted p of the pair (a, b), in either order; NaN when it was not tested."""
+    hit = pairs[((pairs["a"] == a) & (pairs["b"] == b)) | ((pairs["a"] == b) & (pairs["b"] == a))]
+    return float(hit["p_holm"].iloc[0]) if len(hit) else math.nan
 
 
 def _letters(names: list[str], pairs: pd.DataFrame, alpha: float) -> list[str]:
@@ -204,8 +196,7 @@ def _letters(names: list[str], pairs: pd.DataFrame, alpha: float) -> list[str]:
     ranks whose every pair has Holm p > alpha (or no test) gets a letter; names sharing a letter are not
     significantly different. Neighbour marks alone can mislead: a ≈ b ≈ c while a and c do differ."""
     def differ(a: str, b: str) -> bool:
-        hit = pairs[((pairs["a"] == a) & (pairs["b"] == b)) | ((pairs["a"] == b) & (pairs["b"] == a))]
-        return bool(len(hit)) and bool(hit["p_holm"].iloc[0] <= alpha)
+        return _holm_p(pairs, a, b) <= alpha  # NaN (not tested): no difference
 
     spans: list[tuple[int, int]] = []
     for i in range(len(names)):
