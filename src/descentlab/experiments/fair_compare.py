@@ -131,8 +131,7 @@ def stage1_runs(s: Settings, uri: str) -> tuple[pd.DataFrame, int]:
     factors = lr_factors(s.lrs, s.lr_step)
     wanted = {(m, d, o): [defaults[o] * f for f in factors] for m, d in s.cells for o in s.optimizers}
     runs = dedupe(_at_lr(_load(s, uri, [TUNING_SEED]), wanted), [*CELL, OPTIMIZER, LR])
-    done = runs[runs["outcome"].isin(DONE)] if len(runs) else runs
-    return runs, len(wanted) * len(factors) - len(done)
+    return runs, len(wanted) * len(factors) - _done(runs)
 
 
 def stage2_runs(s: Settings, uri: str, chosen: dict[tuple[str, str], dict[str, float]]) -> tuple[pd.DataFrame, int]:
@@ -142,8 +141,17 @@ def stage2_runs(s: Settings, uri: str, chosen: dict[tuple[str, str], dict[str, f
 
     wanted = {(m, d, o): [lr] for (m, d), lrs in chosen.items() for o, lr in lrs.items()}
     runs = dedupe(_at_lr(_load(s, uri, range(1, s.seeds + 1)), wanted), [*CELL, OPTIMIZER, "seed"])
-    done = runs[runs["outcome"].isin(DONE)] if len(runs) else runs
-    return runs, len(wanted) * s.seeds - len(done)
+    return runs, len(wanted) * s.seeds - _done(runs)
+
+
+def _done(runs: pd.DataFrame, cell: tuple[str, str] | None = None) -> int:
+    """How many of `runs` (of `cell` when given) are finished or diverged: what a rerun would not launch again."""
+    if runs.empty:
+        return 0
+    done = runs["outcome"].isin(DONE)
+    if cell is not None:
+        done &= (runs["model.name"].astype(str) == cell[0]) & (runs["dataset.name"].astype(str) == cell[1])
+    return int(done.sum())
 
 
 def _launch_unless_done(missing: int, total: int, what: str, launch: Launch, overrides: list[str]) -> float:
@@ -187,7 +195,7 @@ def run(s: Settings, launch: Launch, out: Path, uri: str) -> list[Path]:
             chosen.setdefault((m, d), {})[name] = float(usable[(m, d, name)])
     timing["reading stage 1 and the choice"] = time.perf_counter() - start
 
-    _, missing = stage2_runs(s, uri, chosen)
+    tracked2, missing = stage2_runs(s, uri, chosen)  # read once: the cells' sweeps do not touch each other's runs
     total2 = sum(len(v) for v in chosen.values()) * s.seeds
     print(f"stage 2 (seeds 1..{s.seeds} at the chosen lrs): {missing} of {total2} runs to do", flush=True)
     start = time.perf_counter()
@@ -196,9 +204,9 @@ def run(s: Settings, launch: Launch, out: Path, uri: str) -> list[Path]:
             print(f"stage 2, {cell[0]} / {cell[1]}: every optimizer diverged at every lr; nothing to compare",
                   flush=True)
             continue
-        _, cell_missing = stage2_runs(s, uri, {cell: chosen[cell]})
-        _launch_unless_done(cell_missing, len(chosen[cell]) * s.seeds, f"stage 2, {cell[0]} / {cell[1]}", launch,
-                            stage2_overrides(s, cell, chosen[cell]))
+        cell_total = len(chosen[cell]) * s.seeds
+        _launch_unless_done(cell_total - _done(tracked2, cell), cell_total, f"stage 2, {cell[0]} / {cell[1]}",
+                            launch, stage2_overrides(s, cell, chosen[cell]))
     timing["stage 2 sweeps"] = time.perf_counter() - start
     runs2, missing = stage2_runs(s, uri, chosen)
     if missing:
