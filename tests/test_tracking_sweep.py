@@ -16,7 +16,7 @@ from descentlab.data.idx_specs import cache_root
 from descentlab.tracking.run import RunTracker
 from descentlab.tracking.settings import SqliteSettings
 from descentlab.tracking.store import artifact_root_for, get_or_create_experiment, open_store, resolve_tracking_uri
-from descentlab.tracking.sweep import STATE_FILE, finish_parent, get_or_create_parent, read_sweep_state
+from descentlab.tracking.sweep import STATE_FILE, adopt_parent, finish_parent, get_or_create_parent, read_sweep_state
 from descentlab.tracking.sweep_description import describe, write_description
 
 # The schema template in the data cache, as the entry configures it: a new store in milliseconds.
@@ -207,3 +207,34 @@ def test_a_sweep_given_in_the_config_is_counted_and_the_command_line_replaces_it
     assert narrowed["n_jobs"] == 2 and narrowed["params"]["model.weight_init"] == "0.5"
     search = describe_sweep(["experiment=hparam_search"], {"optimizer.lr": "tag(log, interval(1e-6, 1e-2))"}, 100)
     assert search["n_jobs"] == 100 and "optimizer.lr" in search["swept"]
+
+
+def test_adopt_parent_points_a_new_folder_at_an_existing_parent_and_drops_an_empty_eager_one(
+        mlstore, experiment: str, tmp_path: Path) -> None:
+    _, client = mlstore
+    study_parent = get_or_create_parent(client, experiment, tmp_path / "first_launch")
+    relaunch = tmp_path / "relaunch"
+    eager = get_or_create_parent(client, experiment, relaunch)  # the launching process's parent, no job yet
+    assert adopt_parent(client, experiment, relaunch, study_parent)
+    assert read_sweep_state(relaunch)["parent_run_id"] == study_parent
+    assert client.get_run(eager).info.lifecycle_stage == "deleted"
+    assert get_or_create_parent(client, experiment, relaunch) == study_parent  # the relaunch's jobs join it
+    assert adopt_parent(client, experiment, relaunch, study_parent)  # again: nothing changes
+    assert read_sweep_state(relaunch)["parent_run_id"] == study_parent
+
+
+def test_adopt_parent_keeps_a_parent_with_children_and_refuses_an_unusable_run(
+        mlstore, experiment: str, tmp_path: Path) -> None:
+    _, client = mlstore
+    study_parent = get_or_create_parent(client, experiment, tmp_path / "first_launch")
+    busy = get_or_create_parent(client, experiment, tmp_path / "relaunch")
+    _child(client, experiment, busy, "FINISHED")
+    assert adopt_parent(client, experiment, tmp_path / "relaunch", study_parent)
+    assert client.get_run(busy).info.lifecycle_stage == "active"  # it holds a run: not dropped
+
+    other = tmp_path / "other"
+    client.delete_run(study_parent)
+    assert not adopt_parent(client, experiment, other, study_parent)  # deleted: nothing written
+    assert read_sweep_state(other) is None
+    assert not adopt_parent(client, experiment, other, "0" * 32)  # no such run
+    assert read_sweep_state(other) is None

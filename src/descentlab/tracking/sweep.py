@@ -39,6 +39,7 @@ __all__ = [
     "LOCK_FILE",
     "REJECTED_TAG",
     "STATE_FILE",
+    "adopt_parent",
     "finish_parent",
     "get_or_create_parent",
     "read_sweep_state",
@@ -134,16 +135,35 @@ def get_or_create_parent(client: MlflowClient, experiment_id: str, sweep_dir: st
                 client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()],
                                  synchronous=True)
         if state is None or state["parent_run_id"] != run.info.run_id:
-            write_json(
-                sweep_dir,
-                {
-                    "parent_run_id": run.info.run_id,
-                    "experiment_id": str(experiment_id),
-                    "tracking_uri": str(client.tracking_uri),
-                },
-                STATE_FILE,
-            )
+            _record_parent(client, experiment_id, sweep_dir, run.info.run_id)
         return run.info.run_id
+
+
+def adopt_parent(client: MlflowClient, experiment_id: str, sweep_dir: str | Path, parent_run_id: str) -> bool:
+    """Make an existing run the parent of the sweep in `sweep_dir`: its jobs join it (`get_or_create_parent` sets
+    it back to RUNNING), so a search relaunched into a new folder keeps one parent (the Optuna sweeper's study).
+
+    False, changing nothing, when that run is gone, deleted or in another experiment. A different parent already
+    recorded for the folder that no job joined (the eager one a launching process makes for a tracking server) is
+    deleted, as `finish_parent(drop_empty=True)` would have.
+    """
+    if _usable_parent(client, parent_run_id, experiment_id) is None:
+        return False
+    sweep_dir = Path(sweep_dir).absolute()
+    with _locked(sweep_dir):
+        state = read_sweep_state(sweep_dir)
+        if state is not None and state["parent_run_id"] == parent_run_id:
+            return True
+        if state is not None and not _children(client, str(experiment_id), state["parent_run_id"]):
+            client.delete_run(state["parent_run_id"])
+        _record_parent(client, experiment_id, sweep_dir, parent_run_id)
+    return True
+
+
+def _record_parent(client: MlflowClient, experiment_id: str, sweep_dir: Path, parent_run_id: str) -> None:
+    """The sweep folder's state file: which run is the parent, in which experiment and store."""
+    write_json(sweep_dir, {"parent_run_id": parent_run_id, "experiment_id": str(experiment_id),
+                           "tracking_uri": str(client.tracking_uri)}, STATE_FILE)
 
 
 def _children(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Run]:

@@ -52,37 +52,14 @@ class TrialRuns:
         parent = study.user_attrs.get(PARENT_RUN)
         if not (self.enabled and parent):
             return
-        from mlflow.exceptions import MlflowException
-
-        from descentlab.tracking.sweep import STATE_FILE, read_sweep_state
-        from descentlab.tracking.sweep_description import write_json
+        from descentlab.tracking.sweep import adopt_parent
 
         session = self.session()
-        client = session.client
-        try:
-            run = client.get_run(parent)
-        except MlflowException:
-            run = None
-        if run is None or run.info.lifecycle_stage != "active" or run.info.experiment_id != session.experiment_id:
+        if not adopt_parent(session.client, session.experiment_id, self.sweep_dir, parent):
             log.warning("study %s: its parent run %s is gone or in another experiment; this launch starts a new "
                         "one", study.study_name, parent)
             return
-        state = read_sweep_state(self.sweep_dir)
-        if state is not None and state["parent_run_id"] == parent:
-            return
-        if state is not None:  # an eager parent the launching process made for this folder (tracking server)
-            self._drop_if_empty(state["parent_run_id"])
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.sweep_dir, {"parent_run_id": parent, "experiment_id": session.experiment_id,
-                                    "tracking_uri": str(client.tracking_uri)}, STATE_FILE)
         log.info("study %s: trials join its parent run %s", study.study_name, parent)
-
-    def _drop_if_empty(self, run_id: str) -> None:
-        client = self.session().client
-        children = client.search_runs([self.session().experiment_id],
-                                      filter_string=f"tags.mlflow.parentRunId = '{run_id}'", max_results=1)
-        if not children:
-            client.delete_run(run_id)
 
     def record(self, study: optuna.Study, trials: Sequence[optuna.trial.Trial], outcomes: Sequence[Outcome],
                storage: str) -> None:
