@@ -60,8 +60,8 @@ class ClassifyTaskConf:
     name: str = "classify"
     # A lookup table a preset may interpolate into optimizer.lr, with a factor:
     #   optimizer.lr: ${descentlab.mul:${task.lr_by_optimizer.${optimizer.name}},${task.lr_factor}}
-    # so one cartesian sweep gives each optimizer its own learning rates. Not part of the config hash: the resolved
-    # optimizer.lr is.
+    # so one cartesian sweep gives each optimizer its own learning rates. Recorded (and hashed) only when set: at
+    # {} and 1.0 they are left out of a run's params (identity.NEUTRAL_VALUES), so older runs keep their hashes.
     lr_by_optimizer: dict[str, float] = field(default_factory=dict)
     lr_factor: float = 1.0
 
