@@ -26,9 +26,9 @@ def command(options: Options) -> list[str]:
     (the study's name derives from them: the same options find the same study again)."""
     overrides = ["experiment=hparam_search", "hydra/sweeper=descentlab_optuna",
                  f"hydra.sweeper.n_trials={QUICK_TRIALS if options.quick else TRIALS}"]
-    if options.dataset and options.dataset != DATASET:
-        overrides.append(f"dataset={options.dataset}")
-    iterations = options.iterations or (QUICK_ITERATIONS if options.quick else ITERATIONS)
+    _, dataset, iterations = options.pick(1, DATASET, ITERATIONS, QUICK_ITERATIONS)  # one seed: see reproduce
+    if dataset != DATASET:
+        overrides.append(f"dataset={dataset}")
     if iterations != ITERATIONS:
         overrides.append(f"training.iterations={iterations}")
     return overrides
@@ -42,8 +42,7 @@ def reproduce(options: Options, launch: Launch, out: Path, uri: str) -> list[Pat
     from descentlab.analysis.search_figures import best_curves, figure_best_trials, figure_search_scatter, trial_table
     from descentlab.analysis.tables import print_table
 
-    dataset = options.dataset or DATASET
-    iterations = options.iterations or (QUICK_ITERATIONS if options.quick else ITERATIONS)
+    _, dataset, iterations = options.pick(1, DATASET, ITERATIONS, QUICK_ITERATIONS)
     launch(command(options))
     out.mkdir(parents=True, exist_ok=True)
 
