@@ -219,3 +219,24 @@ def test_the_study_sits_next_to_the_tracking_store(tmp_path: Path, monkeypatch: 
     assert default_storage(f"sqlite:///{tmp_path}/a/mlflow.db", str(store)) == f"sqlite:///{tmp_path}/a/optuna.db"
     assert default_storage("sqlite:///b/mlflow.db", str(store)) == f"sqlite:///{tmp_path}/b/optuna.db"  # relative
     assert default_storage("http://127.0.0.1:5000", str(store)) == f"sqlite:///{store}/optuna.db"
+
+
+def test_an_interrupted_trial_fails_is_not_counted_and_its_params_run_again() -> None:
+    from hydra_plugins.descentlab_optuna_sweeper._study import REQUEUED_FROM, interrupt, recover
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    done = study.ask()
+    done.suggest_float("x", 0.0, 1.0)
+    study.tell(done, 0.5)
+    killed, left = study.ask(), study.ask()  # one batch: a job KILLED, the other left RUNNING by a dying launch
+    x, y = killed.suggest_float("x", 0.0, 1.0), left.suggest_float("x", 0.0, 1.0)
+    interrupt(study, killed)
+    assert recover(study) == [left.number]  # the next launch's start
+
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    assert states[killed.number] == states[left.number] == TrialState.FAIL
+    assert study.user_attrs[INTERRUPTED] == [killed.number, left.number]
+    assert [t.number for t in counted(study)] == [done.number]
+    again = [study.ask() for _ in range(2)]
+    assert [t.suggest_float("x", 0.0, 1.0) for t in again] == [x, y]  # enqueued: the same points, in order
+    assert [t.user_attrs[REQUEUED_FROM] for t in again] == [killed.number, left.number]

@@ -116,23 +116,24 @@ def recover(study: optuna.Study) -> list[int]:
     are enqueued again, so that configuration runs (train.py skips it if its run had finished). Assumes one launch
     of a study at a time: a RUNNING trial at start-up belongs to no living launch."""
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    if not stale:
-        return []
-    interrupted = list(study.user_attrs.get(INTERRUPTED, []))
-    for trial in stale:
-        study.tell(trial.number, state=TrialState.FAIL)
-        interrupted.append(trial.number)
-        study.enqueue_trial(dict(trial.params), user_attrs={REQUEUED_FROM: trial.number})
-    study.set_user_attr(INTERRUPTED, interrupted)
+    if stale:
+        _requeue(study, [(t.number, t.params) for t in stale])
     return [t.number for t in stale]
 
 
 def interrupt(study: optuna.Study, trial: Trial) -> None:
     """A trial whose job was interrupted (its run KILLED): FAIL, listed as interrupted, its params enqueued again."""
     trial.set_user_attr(FAIL_REASON, "interrupted: its job was stopped by a signal")
-    study.tell(trial, state=TrialState.FAIL)
-    study.set_user_attr(INTERRUPTED, [*study.user_attrs.get(INTERRUPTED, []), trial.number])
-    study.enqueue_trial(dict(trial.params), user_attrs={REQUEUED_FROM: trial.number})
+    _requeue(study, [(trial.number, trial.params)])
+
+
+def _requeue(study: optuna.Study, trials: list[tuple[int, dict[str, Any]]]) -> None:
+    """What an interrupted trial becomes: FAIL, listed in the study's `interrupted_trials` (so `counted` skips it)
+    and its (number, params) enqueued again, so its configuration runs in a later trial."""
+    for number, params in trials:
+        study.tell(number, state=TrialState.FAIL)
+        study.enqueue_trial(dict(params), user_attrs={REQUEUED_FROM: number})
+    study.set_user_attr(INTERRUPTED, [*study.user_attrs.get(INTERRUPTED, []), *(n for n, _ in trials)])
 
 
 def counted(study: optuna.Study) -> list[FrozenTrial]:
