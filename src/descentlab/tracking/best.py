@@ -19,9 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from descentlab.tracking.repair import PARENT_TAG  # MLflow's documented system tag of a nested run
+
 __all__ = [
     "GROUP_TAG",
-    "PARENT_TAG",
     "REASON_TAG",
     "WEIGHTS_TAG",
     "BetterRun",
@@ -30,7 +31,6 @@ __all__ = [
 ]
 
 GROUP_TAG = "config_group"  # the config hash without the seed: a run's repeats outside a sweep
-PARENT_TAG = "mlflow.parentRunId"  # MLflow's documented system tag of a nested run
 WEIGHTS_TAG = "weights"  # stored | skipped
 REASON_TAG = "weights.reason"  # why, in words: which setting, or which sibling was better
 
