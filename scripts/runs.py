@@ -35,14 +35,13 @@ def _experiment_id(client: Any, name: str) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from descentlab.tracking.liveness import HEARTBEAT_TAG, HOST_TAG, PID_TAG
+    from descentlab.tracking.search import search_pages
 
     client = _client(args.uri)
     exp = _experiment_id(client, args.experiment)
     where = f"attributes.status = '{args.status}'" if args.status else ""
-    count, token = 0, None
-    while True:  # every run, page by page (one call stops silently at its max_results)
-        page = client.search_runs([exp], filter_string=where, max_results=1000, order_by=["attributes.start_time ASC"],
-                                  page_token=token)
+    count = 0
+    for page in search_pages(client, exp, where, order_by=["attributes.start_time ASC"]):  # every run, page by page
         for run in page:
             tags = run.data.tags
             who = f"pid {tags[PID_TAG]}@{tags.get(HOST_TAG, '?')}" if PID_TAG in tags else "-"
@@ -51,9 +50,6 @@ def cmd_list(args: argparse.Namespace) -> int:
             line = f"{run.info.run_id}  {run.info.status:<8}  {run.info.run_name or '':<40}  {who}  {beat}  {reason}"
             print(line.rstrip())
         count += len(page)
-        token = page.token
-        if not token:
-            break
     print(f"{count} runs", file=sys.stderr)
     return 0
 

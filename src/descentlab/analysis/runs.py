@@ -36,8 +36,9 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import pandas as pd
 
+from descentlab.tracking.search import search_pages
+
 if TYPE_CHECKING:
-    from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
 __all__ = [
@@ -76,7 +77,6 @@ _SUMMARY_KEYS = frozenset({"time/elapsed_s"})
 _OUTCOMES = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed"}  # anything else: "running"
 _INT_RE = re.compile(r"[+-]?\d+")
 _FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|infinity|nan)", re.IGNORECASE)
-_PAGE = 1000
 
 
 @contextlib.contextmanager
@@ -192,17 +192,6 @@ def _experiment_id(client: MlflowClient, uri: str, experiment: str) -> str:
     return exp.experiment_id
 
 
-def _search_pages(client: MlflowClient, experiment_id: str) -> Iterator[list[Run]]:
-    """Every active run of the experiment, a `search_runs` page (1,000 runs) at a time: no cap, no list of all."""
-    token: str | None = None
-    while True:
-        page = client.search_runs([experiment_id], max_results=_PAGE, page_token=token)
-        yield page
-        token = page.token
-        if not token:
-            return
-
-
 def _outcome(status: str, tags: Mapping[str, str]) -> str:
     outcome = _OUTCOMES.get(status, "running")
     if outcome == "failed" and ("diverged_at_step" in tags or tags.get("error", "").startswith("DivergedError")):
@@ -260,7 +249,7 @@ def _row(run_id: str, name: str | None, status: str, start_time: int | None, end
 def _scan_client(client: MlflowClient, experiment_id: str, bar: Any) -> _Scan:
     """Page through `search_runs`, turning each page into rows before the next one is fetched."""
     scan = _Scan()
-    for page in _search_pages(client, experiment_id):
+    for page in search_pages(client, experiment_id):  # no cap, no list of all runs
         for run in page:
             info, data = run.info, run.data
             scan.add(info.run_id, info.run_name, info.status, info.start_time, info.end_time, info.artifact_uri,

@@ -28,6 +28,7 @@ from descentlab.tracking.liveness import (
     now_ms,
     process_alive,
 )
+from descentlab.tracking.search import search_all
 
 __all__ = ["DEFAULT_STALE_AFTER_S", "Stale", "find_stale_runs", "repair_experiment"]
 
@@ -54,15 +55,7 @@ def _int(value: str | None) -> int | None:
 
 
 def _running(client: Any, experiment_id: str, extra: str = "") -> list[Any]:
-    runs: list[Any] = []
-    token = None
-    while True:
-        page = client.search_runs([str(experiment_id)], filter_string=f"attributes.status = 'RUNNING'{extra}",
-                                  max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    return search_all(client, experiment_id, f"attributes.status = 'RUNNING'{extra}")
 
 
 def _judge(run: Any, host: str, timeout_s: float, now: int) -> Stale | None:

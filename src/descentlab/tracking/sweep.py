@@ -27,6 +27,7 @@ from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from descentlab.tracking.search import search_all
 from descentlab.tracking.sweep_description import (
     SWEEP_DIR_TAG,
     parent_identity,
@@ -167,19 +168,7 @@ def _record_parent(client: MlflowClient, experiment_id: str, sweep_dir: Path, pa
 
 
 def _children(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Run]:
-    runs: list[Run] = []
-    token = None
-    while True:
-        page = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
-            max_results=1000,
-            page_token=token,
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    return search_all(client, experiment_id, f"tags.mlflow.parentRunId = '{parent_run_id}'")
 
 
 def _count(children: list[Run]) -> tuple[dict[str, int], list[Run]]:
