@@ -29,6 +29,7 @@ from descentlab.tracking.liveness import (
     process_alive,
 )
 from descentlab.tracking.search import search_all
+from descentlab.tracking.sweep_description import SWEEP_DIR_TAG  # set on a sweep's parent by tracking.sweep
 
 __all__ = ["DEFAULT_STALE_AFTER_S", "Stale", "find_stale_runs", "repair_experiment"]
 
@@ -36,7 +37,6 @@ _log = logging.getLogger(__name__)
 
 DEFAULT_STALE_AFTER_S = 300.0
 PARENT_TAG = "mlflow.parentRunId"
-SWEEP_TAG = "sweep.dir"  # set on a sweep's parent by tracking.sweep
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def find_stale_runs(client: Any, experiment_id: str, *, timeout_s: float | None 
             alive_children[parent] = alive_children.get(parent, 0) + 1
     for run in running:
         tags = run.data.tags
-        if SWEEP_TAG not in tags or PARENT_TAG in tags or HEARTBEAT_TAG in tags:
+        if SWEEP_DIR_TAG not in tags or PARENT_TAG in tags or HEARTBEAT_TAG in tags:
             continue
         run_id = run.info.run_id
         if alive_children.get(run_id):
