@@ -154,6 +154,18 @@ def in_process(call: Callable[[], object], argv: list[str], env: dict[str, str],
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
+def compose_config(*overrides: str, hydra: bool = False):
+    """conf/config.yaml composed with `overrides` as train.py composes a job's config (schemas registered), without
+    running anything; `hydra`: keep the `hydra` node."""
+    from hydra import compose, initialize_config_dir
+
+    from descentlab.config import register_schemas
+
+    register_schemas()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra)
+
+
 def log_history_csv(client, run_id: str, points: list[tuple[int, str, float]], folder: Path) -> None:
     """Log `points` (step, metric, value) as the run's `metrics.csv` artifact, as `RunTracker.log_history` does."""
     import csv

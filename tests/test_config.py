@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from conftest import compose_config
 from descentlab.config import (
     ConfigError,
     check_known_keys,
@@ -24,8 +24,7 @@ register_schemas()
 
 
 def make(*overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+    return compose_config(*overrides)
 
 
 def options(group: str) -> list[str]:

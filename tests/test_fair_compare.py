@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import REPO, compose_config
 from descentlab.analysis import fair
 from descentlab.analysis.runs import AnalysisError
 from descentlab.experiments import Options
@@ -31,7 +32,6 @@ from descentlab.experiments.fair_compare import (
 )
 from descentlab.optim import OPTIMIZERS
 
-REPO = Path(__file__).resolve().parent.parent
 INF = math.inf
 
 
@@ -168,15 +168,10 @@ def test_preset_config_and_overrides() -> None:
 
 
 def test_preset_composes_each_optimizers_grid_and_hashes_the_resolved_lr() -> None:
-    from hydra import compose, initialize_config_dir
-
-    from descentlab.config import config_hash, register_schemas
-
-    register_schemas()
+    from descentlab.config import config_hash
 
     def make(*overrides: str):
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            return compose(config_name="config", overrides=["experiment=fair_compare", *overrides])
+        return compose_config("experiment=fair_compare", *overrides)
 
     s = Settings(optimizers=("sgd", "adam"), lrs=3, lr_step=1.0)
     table = next(o for o in stage1_overrides(s) if o.startswith("task.lr_by_optimizer="))

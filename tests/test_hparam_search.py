@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import REPO
+from conftest import REPO, compose_config
 from descentlab.experiments import Options, get_preset
 from descentlab.experiments.hparam_search import ITERATIONS_PER_EPOCH, QUICK_ITERATIONS, QUICK_TRIALS, command
 from descentlab.experiments.launch import train_sweep
@@ -18,13 +18,7 @@ from descentlab.experiments.launch import train_sweep
 
 def compose_preset(name: str, *overrides: str):
     """The job config `train.py experiment=NAME` composes (the preset's values over conf/config.yaml's)."""
-    from hydra import compose, initialize_config_dir
-
-    from descentlab.config import register_schemas
-
-    register_schemas()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"experiment={name}", *overrides])
+    return compose_config(f"experiment={name}", *overrides)
 
 
 def test_the_preset_is_the_books_search() -> None:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import REPO
+from conftest import REPO, compose_config
 from descentlab.analysis.chapter6_figures import (
     figure_activation_grid,
     figure_batch_norm,
@@ -66,13 +66,7 @@ def test_the_yaml_sweeps_are_the_presets_grids() -> None:
 ])
 def test_each_preset_composes_to_the_books_settings(name: str, expected: dict[str, object]) -> None:
     """What `train.py -m experiment=NAME` runs: the preset's values win over conf/config.yaml's own."""
-    from hydra import compose, initialize_config_dir
-
-    from descentlab.config import register_schemas
-
-    register_schemas()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"experiment={name}"])
+    cfg = compose_config(f"experiment={name}")
     assert {key: OmegaConf.select(cfg, key) for key in expected} == expected
 
 

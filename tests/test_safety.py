@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from conftest import compose_config
 from descentlab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from descentlab.config import ConfigError, check_targets, register_schemas
 from descentlab.data.download import ChecksumMismatchError, fetch_verified
@@ -106,8 +106,7 @@ def test_download_with_a_wrong_sha256_is_rejected_and_leaves_nothing(tmp_path: P
 
 
 def _compose(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    return compose_config(*overrides, hydra=True)
 
 
 @pytest.mark.parametrize("overrides", [(), ("hydra/launcher=parallel",), ("experiment=fig6_9",),

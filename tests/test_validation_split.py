@@ -8,24 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
+from conftest import compose_config
 from descentlab import app
-from descentlab.config import ConfigError, register_schemas, validate
+from descentlab.config import ConfigError, validate
 from descentlab.config.identity import config_hash, run_params
 from descentlab.data import carve, load_dataset
 from descentlab.nn import MLP
 from descentlab.training import History, evaluate
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
-
-
-def make(*overrides: str):
-    register_schemas()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+make = compose_config
 
 
 @pytest.fixture(scope="module")
